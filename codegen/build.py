@@ -1,0 +1,146 @@
+"""Build: an ImportedModel -> a compiled Relax VM executable + the weights it takes, for one target.
+
+Weight-only computation (constants folded into weights by LP-Fusion, layout changes) is lifted by
+``LiftTransformParams`` into ``main_transform_params``, run once here on the host, and the
+results are what ships: the device never redoes compile-time work.
+"""
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from canao import analysis
+from canao.errors import CanaoError
+
+from . import pipeline as pipelines
+from .targets import TargetSpec, check_cross_compiler
+
+
+@dataclass
+class StageStats:
+    name: str
+    ops: Dict[str, int]
+    kernels: int
+    seconds: float
+
+    def to_json(self):
+        return {"stage": self.name, "relax_ops": sum(self.ops.values()), "kernels": self.kernels,
+                "ops": self.ops, "seconds": round(self.seconds, 3)}
+
+
+@dataclass
+class CompiledModel:
+    executable: "object"  # tvm.runtime.Executable
+    params: List[np.ndarray]  # what main() takes after the inputs
+    target: TargetSpec
+    pipeline: str
+    stages: List[StageStats] = field(default_factory=list)
+    kernels: int = 0
+    mod: "object" = None  # the lowered Relax module, kept for inspection
+
+    def export(self, path: str) -> None:
+        """Write the shared library (cross-linked for the target's architecture)."""
+        check_cross_compiler(self.target)
+        kwargs = {"cc": self.target.cross_compiler} if self.target.cross_compiler else {}
+        self.executable.export_library(path, **kwargs)
+
+
+def _split_transform(mod):
+    """(main-only module, transform module or None) after LiftTransformParams."""
+    import tvm
+    from tvm import relax
+
+    names = [gv.name_hint for gv in mod.get_global_vars()]
+    transform_name = "main_transform_params"
+    if transform_name not in names:
+        return mod, None
+    transform = tvm.IRModule({"main": mod[transform_name].with_attr("global_symbol", "main")})
+    for gv, func in mod.functions.items():  # PrimFuncs / helpers it calls
+        if gv.name_hint not in ("main", transform_name):
+            transform[gv] = func
+    transform = relax.transform.DeadCodeElimination(["main"])(transform)
+    main = tvm.IRModule({gv: f for gv, f in mod.functions.items() if gv.name_hint != transform_name})
+    main = relax.transform.DeadCodeElimination(["main"])(main)
+    return main, transform
+
+
+def _run_transform(transform_mod, params: List[np.ndarray]) -> List[np.ndarray]:
+    """Run main_transform_params on the host CPU once; return the transformed weights."""
+    import tvm
+    from tvm import relax
+
+    from .targets import resolve_target
+
+    host = resolve_target("x86").tvm_target()
+    exe = tvm.compile(transform_mod, target=host)
+    vm = relax.VirtualMachine(exe, tvm.cpu())
+    dev = tvm.cpu()
+    out = vm["main"]([tvm.runtime.tensor(p, dev) for p in params])  # takes one tuple
+    return [t.numpy() for t in out]
+
+
+def lower(mod, target_spec: TargetSpec, pipeline: str = "canao", stop_after: Optional[str] = None,
+          on_stage=None):
+    """Run the pipeline's stages on ``mod``; return (module, [StageStats]). Used by build and inspect."""
+    target = target_spec.tvm_target()
+    stats = [StageStats("import", analysis.op_counts(mod), analysis.kernel_count(mod), 0.0)]
+    for name, stage in pipelines.stages(pipeline, target):
+        start = time.perf_counter()
+        with target:
+            mod = stage(mod)
+        stats.append(StageStats(name, analysis.op_counts(mod), analysis.kernel_count(mod), time.perf_counter() - start))
+        if on_stage:
+            on_stage(name)
+        if stop_after == name:
+            break
+    return mod, stats
+
+
+def prepare(imported, target_spec: TargetSpec, pipeline: str = "canao"):
+    """Graph rewrite + weight lifting: (module with weights as inputs, weights it takes, [StageStats])."""
+    import tvm
+    from tvm import relax
+
+    mod = imported.mod
+    params = list(imported.params)
+    stats = [StageStats("import", analysis.op_counts(mod), analysis.kernel_count(mod), 0.0)]
+    if pipeline != "canao":
+        return mod, params, stats
+    start = time.perf_counter()
+    rewrite = pipelines.rewrite_stage(pipeline, target_spec.tvm_target())
+    if rewrite is not None:
+        with target_spec.tvm_target():
+            mod = rewrite(mod)
+        stats.append(StageStats("lp-rewrite", analysis.op_counts(mod), analysis.kernel_count(mod),
+                                time.perf_counter() - start))
+    start = time.perf_counter()
+    mod, transform = _split_transform(relax.transform.LiftTransformParams()(mod))
+    if transform is not None:
+        params = _run_transform(transform, params)
+    stats.append(StageStats("lift-params", analysis.op_counts(mod), analysis.kernel_count(mod),
+                            time.perf_counter() - start))
+    return mod, params, stats
+
+
+def build(imported, target_spec: TargetSpec, pipeline: str = "canao", on_stage=None) -> CompiledModel:
+    """Compile ``imported`` for ``target_spec`` with the named pipeline ("canao" or "stock")."""
+    import tvm
+
+    check_cross_compiler(target_spec)
+    mod, params, stats = prepare(imported, target_spec, pipeline)
+    mod, lowered_stats = lower(mod, target_spec, pipeline, on_stage=on_stage)
+    stats += lowered_stats[1:]
+    kernels = fused_kernel_count(stats)
+    try:
+        executable = tvm.compile(mod, target=target_spec.tvm_target(), relax_pipeline=tvm.transform.Sequential([]))
+    except Exception as exc:
+        raise CanaoError(f"code generation for {target_spec.name} failed: {str(exc).splitlines()[0][:300]}",
+                         "report the model; try --pipeline stock to see whether LP-Fusion is the cause") from exc
+    return CompiledModel(executable, params, target_spec, pipeline, stats, kernels, mod)
+
+
+def fused_kernel_count(stats: List[StageStats]) -> int:
+    """Kernel launches per inference: PrimFunc calls left in main after lowering to the VM
+    (reshapes have become free views by then, so this is what actually runs)."""
+    return stats[-1].kernels
