@@ -81,11 +81,11 @@ def _run_transform(transform_mod, params: List[np.ndarray]) -> List[np.ndarray]:
 
 
 def lower(mod, target_spec: TargetSpec, pipeline: str = "canao", stop_after: Optional[str] = None,
-          on_stage=None):
+          on_stage=None, options: Optional[dict] = None):
     """Run the pipeline's stages on ``mod``; return (module, [StageStats]). Used by build and inspect."""
     target = target_spec.tvm_target()
     stats = [StageStats("import", analysis.op_counts(mod), analysis.kernel_count(mod), 0.0)]
-    for name, stage in pipelines.stages(pipeline, target):
+    for name, stage in pipelines.stages(pipeline, target, options):
         start = time.perf_counter()
         with target:
             mod = stage(mod)
@@ -97,7 +97,7 @@ def lower(mod, target_spec: TargetSpec, pipeline: str = "canao", stop_after: Opt
     return mod, stats
 
 
-def prepare(imported, target_spec: TargetSpec, pipeline: str = "canao"):
+def prepare(imported, target_spec: TargetSpec, pipeline: str = "canao", options: Optional[dict] = None):
     """Graph rewrite + weight lifting: (module with weights as inputs, weights it takes, [StageStats])."""
     import tvm
     from tvm import relax
@@ -108,7 +108,7 @@ def prepare(imported, target_spec: TargetSpec, pipeline: str = "canao"):
     if pipeline != "canao":
         return mod, params, stats
     start = time.perf_counter()
-    rewrite = pipelines.rewrite_stage(pipeline, target_spec.tvm_target())
+    rewrite = pipelines.rewrite_stage(pipeline, target_spec.tvm_target(), options)
     if rewrite is not None:
         with target_spec.tvm_target():
             mod = rewrite(mod)
@@ -123,13 +123,17 @@ def prepare(imported, target_spec: TargetSpec, pipeline: str = "canao"):
     return mod, params, stats
 
 
-def build(imported, target_spec: TargetSpec, pipeline: str = "canao", on_stage=None) -> CompiledModel:
-    """Compile ``imported`` for ``target_spec`` with the named pipeline ("canao" or "stock")."""
+def build(imported, target_spec: TargetSpec, pipeline: str = "canao", on_stage=None,
+          options: Optional[dict] = None) -> CompiledModel:
+    """Compile ``imported`` for ``target_spec`` with the named pipeline ("canao" or "stock").
+
+    ``options`` reach every registered stage factory, e.g. ``{"tuning_db": work_dir}``.
+    """
     import tvm
 
     check_cross_compiler(target_spec)
-    mod, params, stats = prepare(imported, target_spec, pipeline)
-    mod, lowered_stats = lower(mod, target_spec, pipeline, on_stage=on_stage)
+    mod, params, stats = prepare(imported, target_spec, pipeline, options)
+    mod, lowered_stats = lower(mod, target_spec, pipeline, on_stage=on_stage, options=options)
     stats += lowered_stats[1:]
     kernels = fused_kernel_count(stats)
     try:

@@ -8,18 +8,48 @@ from typing import Callable, Dict, List, Tuple
 
 PIPELINES = ("stock", "canao")
 
-# Extra stages other packages contribute to the canao pipeline: name -> factory(target) -> Pass.
-# canao.fusion registers its rewrite and fusion stages here (see register_stage), so codegen
-# never imports fusion and the dependency arrow stays fuse -> build.
-_CANAO_STAGES: Dict[str, Callable] = {}
+SLOTS = ("rewrite", "fuse", "schedule")
+
+# Stages other packages contribute to the canao pipeline: slot -> [(order, name, factory)].
+# A factory is called as factory(target, options) and returns a tvm.transform.Pass, or None to
+# sit this build out. canao.fusion and canao.codegen.schedules register themselves on import
+# (PLUGINS below), so this module never imports them and the arrow stays fuse -> build.
+_CANAO_STAGES: Dict[str, List[Tuple[int, str, Callable]]] = {slot: [] for slot in SLOTS}
+PLUGINS = ("canao.fusion", "canao.codegen.tuning", "canao.codegen.schedules")
 
 
-def register_stage(slot: str, factory: Callable) -> None:
-    """Plug a stage into the canao pipeline. Slots: "rewrite" (Relax ops), "fuse" (after legalize),
-    "schedule" (after fusion, on PrimFuncs)."""
-    if slot not in ("rewrite", "fuse", "schedule"):
-        raise ValueError(f"unknown pipeline slot {slot}")
-    _CANAO_STAGES[slot] = factory
+def register_stage(slot: str, name: str, factory: Callable, order: int = 50) -> None:
+    """Plug a stage into the canao pipeline.
+
+    Slots: "rewrite" (graph algebra on Relax ops, before weights are lifted), "fuse" (replaces
+    FuseOps/FuseTIR, after legalization), "schedule" (on fused PrimFuncs, lower ``order`` first:
+    a tuning database before default schedules). Re-registering a name replaces it.
+    """
+    if slot not in SLOTS:
+        raise ValueError(f"unknown pipeline slot {slot}; use one of {SLOTS}")
+    entries = [e for e in _CANAO_STAGES[slot] if e[1] != name]
+    entries.append((order, name, factory))
+    _CANAO_STAGES[slot] = sorted(entries, key=lambda e: (e[0], e[1]))
+
+
+def _load_plugins() -> None:
+    import importlib
+
+    for module in PLUGINS:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:  # the plugin exists but something it needs is missing
+                raise
+
+
+def _slot_pass(slot: str, target, options: dict):
+    """The passes registered in ``slot`` for this build, as one Sequential (None if none apply)."""
+    import tvm
+
+    _load_plugins()
+    passes = [p for p in (f(target, options) for _, _, f in _CANAO_STAGES[slot]) if p is not None]
+    return tvm.transform.Sequential(passes) if passes else None
 
 
 def _backend(target):
@@ -44,18 +74,18 @@ def _split_at_fuse(passes):
     return passes[:i], passes[i:]
 
 
-def rewrite_stage(pipeline: str, target):
+def rewrite_stage(pipeline: str, target, options: dict = None):
     """The graph-level rewrite run before weights are lifted (None for stock or when none is registered).
 
     It runs apart from stages() because its constant folding must happen before LiftTransformParams
     moves weight-only work out of main.
     """
-    if pipeline == "canao" and "rewrite" in _CANAO_STAGES:
-        return _CANAO_STAGES["rewrite"](target)
-    return None
+    if pipeline != "canao":
+        return None
+    return _slot_pass("rewrite", target, options or {})
 
 
-def stages(pipeline: str, target) -> List[Tuple[str, "object"]]:
+def stages(pipeline: str, target, options: dict = None) -> List[Tuple[str, "object"]]:
     """[(stage name, tvm.transform.Pass)] for ``pipeline`` on ``target``; run in order under target."""
     import tvm
 
@@ -76,15 +106,19 @@ def stages(pipeline: str, target) -> List[Tuple[str, "object"]]:
             ("fuse", seq(fuse_and_after)),
             ("lower", lower),
         ]
-    out = []
-    out.append(("legalize", seq(dispatch + before_fuse)))
-    if "fuse" in _CANAO_STAGES:
-        out.append(("lp-fuse", _CANAO_STAGES["fuse"](target)))
+    options = options or {}
+    out = [("legalize", seq(dispatch + before_fuse))]
+    fuse = _slot_pass("fuse", target, options)
+    if fuse is not None:
+        out.append(("lp-fuse", fuse))
         # what stock fusion does after FuseOps/FuseTIR (e.g. GPU schedules) still applies
-        out.append(("post-fuse", seq([p for p in fuse_and_after if p.info.name not in ("FuseOps", "FuseTIR")])))
+        rest = [p for p in fuse_and_after if p.info.name not in ("FuseOps", "FuseTIR")]
+        if rest:
+            out.append(("post-fuse", seq(rest)))
     else:
         out.append(("fuse", seq(fuse_and_after)))
-    if "schedule" in _CANAO_STAGES:
-        out.append(("schedule", _CANAO_STAGES["schedule"](target)))
+    schedule = _slot_pass("schedule", target, options)
+    if schedule is not None:
+        out.append(("schedule", schedule))
     out.append(("lower", lower))
     return out
