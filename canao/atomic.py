@@ -41,6 +41,9 @@ def staged_dir(final, force: bool = False):
         raise CanaoError(f"output folder {final} already exists", "pass --force to replace it, or choose another -o")
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the artifact should look like any folder
     try:
         yield tmp
         if final.exists():
@@ -53,3 +56,20 @@ def staged_dir(final, force: bool = False):
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def quiet_native_stderr():
+    """Silence C++ log lines (TVM's VM prints a warning per saved/loaded scope) for one call."""
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

@@ -12,7 +12,6 @@ COMMAND_MODULES = [
     "canao.commands.run_cmd",
     "canao.commands.inspect_cmd",
     "canao.commands.benchmark_cmd",
-    "canao.commands.targets_cmd",
 ]
 
 

@@ -42,8 +42,11 @@ class CompiledModel:
     def export(self, path: str) -> None:
         """Write the shared library (cross-linked for the target's architecture)."""
         check_cross_compiler(self.target)
+        from canao.atomic import quiet_native_stderr
+
         kwargs = {"cc": self.target.cross_compiler} if self.target.cross_compiler else {}
-        self.executable.export_library(path, **kwargs)
+        with quiet_native_stderr():
+            self.executable.export_library(path, **kwargs)
 
 
 def _split_transform(mod):

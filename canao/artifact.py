@@ -1,0 +1,99 @@
+"""The compiled artifact folder: what `canao compile` writes and `canao run/deploy` read.
+
+    OUT/lib.so         the compiled Relax VM library (cross-linked for the target's architecture)
+    OUT/params.npz     weights main() takes after the inputs, as arr_0..arr_N in order
+    OUT/manifest.json  model, inputs, target, pipeline, versions, op/kernel counts, numeric check
+    OUT/reference.npz  example inputs and the framework's output on them (for on-device checks)
+    OUT/tokenizer/     the model's own tokenizer files, when it has one
+"""
+import hashlib
+import json
+import platform
+import shutil
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from .atomic import staged_dir
+from .errors import CanaoError
+
+MANIFEST = "manifest.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+
+
+def versions() -> Dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("canao", "apache-tvm", "apache-tvm-ffi", "torch", "transformers", "onnx", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def output_checksum(array: np.ndarray) -> str:
+    """sha256 of the output rounded to 1e-4: stable across runs, changes when numbers really change."""
+    rounded = np.round(np.asarray(array, dtype=np.float64), 4) + 0.0  # + 0.0 folds -0.0 into 0.0
+    return hashlib.sha256(rounded.tobytes()).hexdigest()[:16]
+
+
+def write(out_dir, compiled, imported, check: dict, reference: Optional[dict], force: bool = False,
+          extra: Optional[dict] = None) -> Path:
+    """Write the artifact atomically: a temp folder renamed into place only when everything is in it."""
+    from . import __version__
+
+    with staged_dir(out_dir, force=force) as tmp:
+        compiled.export(str(tmp / "lib.so"))
+        np.savez(tmp / "params.npz", *compiled.params)
+        if reference is not None:
+            np.savez(tmp / "reference.npz", **{f"input:{k}": v for k, v in reference["inputs"].items()},
+                     output=reference["output"])
+        if imported.tokenizer_dir:
+            (tmp / "tokenizer").mkdir()
+            for name in TOKENIZER_FILES:
+                src = Path(imported.tokenizer_dir) / name
+                if src.is_file():
+                    shutil.copy2(src, tmp / "tokenizer" / name)
+        manifest = {
+            "format": "canao-artifact/1",
+            "canao_version": __version__,
+            "model": imported.name,
+            "source": imported.source,
+            "inputs": [s.to_json() for s in imported.inputs],
+            "target": compiled.target.to_json(),
+            "pipeline": compiled.pipeline,
+            "kernels": compiled.kernels,
+            "stages": [s.to_json() for s in compiled.stages],
+            "num_params": len(compiled.params),
+            "param_bytes": int(sum(p.nbytes for p in compiled.params)),
+            "check": check,
+            "versions": versions(),
+        }
+        if extra:
+            manifest.update(extra)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    return Path(out_dir)
+
+
+def read_manifest(out_dir) -> dict:
+    path = Path(out_dir) / MANIFEST
+    if not path.is_file():
+        raise CanaoError(f"{out_dir} is not a CANAO artifact (no {MANIFEST})", "pass a folder written by `canao compile`")
+    return json.loads(path.read_text())
+
+
+def load_params(out_dir) -> List[np.ndarray]:
+    with np.load(Path(out_dir) / "params.npz") as data:
+        return [data[f"arr_{i}"] for i in range(len(data.files))]
+
+
+def load_reference(out_dir) -> Optional[dict]:
+    path = Path(out_dir) / "reference.npz"
+    if not path.is_file():
+        return None
+    with np.load(path) as data:
+        inputs = {k.split(":", 1)[1]: data[k] for k in data.files if k.startswith("input:")}
+        return {"inputs": inputs, "output": data["output"]}

@@ -1,0 +1,225 @@
+"""One class per engine. Each prepares itself from the same ImportedModel, then times one call.
+
+``prepare()`` does everything up to a ready-to-run session (build, export, convert) and is what
+"init" measures; ``runner(inputs)`` returns a zero-argument callable for the timing loop;
+``output(inputs)`` is what gets checked against PyTorch.
+"""
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional
+
+import numpy as np
+
+from ..errors import CanaoError
+
+
+class EngineUnavailable(Exception):
+    """The engine cannot run this model here (missing package, no torch source): skipped, with why."""
+
+
+@dataclass
+class Engine:
+    name: str
+    description: str
+
+    def prepare(self, imported, threads: int, workdir: str) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def runner(self, inputs: Dict[str, np.ndarray]) -> Callable[[], object]:  # pragma: no cover
+        raise NotImplementedError
+
+    def output(self, inputs: Dict[str, np.ndarray]) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class TVMEngine(Engine):
+    """A Relax build: this toolkit's pipeline or TVM's stock one."""
+
+    def __init__(self, name, description, pipeline: str, target: str = "x86", options: Optional[dict] = None):
+        super().__init__(name, description)
+        self.pipeline, self.target_name, self.options = pipeline, target, options or {}
+        self.compiled = None
+
+    def prepare(self, imported, threads, workdir):
+        from ..codegen import resolve_target
+        from ..codegen.build import build
+        from ..runtime import LocalModel
+
+        self.compiled = build(imported, resolve_target(self.target_name, threads=threads), self.pipeline,
+                              options=self.options)
+        self.model = LocalModel.from_compiled(self.compiled, imported.inputs)
+
+    def runner(self, inputs):
+        return self.model.runner(inputs)
+
+    def output(self, inputs):
+        return self.model.run(inputs)
+
+
+class TorchEngine(Engine):
+    def prepare(self, imported, threads, workdir):
+        import torch
+
+        if imported.torch_module is None:
+            raise EngineUnavailable("the model did not come from PyTorch")
+        torch.set_num_threads(threads)
+        self.module = imported.torch_module
+        self.names = [s.name for s in imported.inputs]
+
+    def _tensors(self, inputs):
+        import torch
+
+        return [torch.from_numpy(np.ascontiguousarray(inputs[n])) for n in self.names]
+
+    def runner(self, inputs):
+        import torch
+
+        args = self._tensors(inputs)
+
+        def call():
+            with torch.inference_mode():
+                return self.module(*args)
+
+        return call
+
+    def output(self, inputs):
+        out = self.runner(inputs)()
+        return out.detach().numpy() if hasattr(out, "detach") else np.asarray(out)
+
+
+def export_onnx(imported, path: str) -> str:
+    """The same model and weights as ONNX (dynamo exporter, opset 18), or the user's own ONNX file."""
+    if imported.source.get("kind") == "onnx":
+        return imported.source["path"]
+    if imported.torch_module is None:
+        raise EngineUnavailable("no PyTorch module to export to ONNX")
+    import contextlib
+    import io
+
+    import torch
+
+    example = tuple(torch.from_numpy(imported.example_inputs()[s.name]) for s in imported.inputs)
+    with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+        torch.onnx.export(imported.torch_module, example, path, dynamo=True, opset_version=18,
+                          input_names=[s.name for s in imported.inputs], output_names=["output"])
+    return path
+
+
+class OrtEngine(Engine):
+    """ONNX Runtime on CPU; ``bert_optimizer`` runs onnxruntime.transformers' fusions first."""
+
+    def __init__(self, name, description, bert_optimizer: bool = False):
+        super().__init__(name, description)
+        self.bert_optimizer = bert_optimizer
+
+    def prepare(self, imported, threads, workdir):
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise EngineUnavailable("onnxruntime is not installed") from exc
+        path = os.path.join(workdir, "model.onnx")
+        if not os.path.exists(path):
+            path = export_onnx(imported, path)
+        if self.bert_optimizer:
+            path = self._optimize(imported, path, os.path.join(workdir, "model.bert-opt.onnx"))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        # spinning worker threads steal the CPU from the engines timed after ORT in the same round
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        self.names = [i.name for i in self.session.get_inputs()]
+        self.node_count = _onnx_node_count(path)
+
+    def _optimize(self, imported, src, dst):
+        import contextlib
+        import io
+
+        from onnxruntime.transformers.optimizer import optimize_model
+
+        cfg = getattr(getattr(imported.torch_module, "inner", None), "inner", None)
+        cfg = getattr(cfg, "config", None)
+        heads = getattr(cfg, "num_attention_heads", 0) or 0
+        hidden = getattr(cfg, "hidden_size", 0) or 0
+        with contextlib.redirect_stdout(io.StringIO()):
+            opt = optimize_model(src, model_type="bert", num_heads=heads, hidden_size=hidden)
+            opt.save_model_to_file(dst)
+        return dst
+
+    def runner(self, inputs):
+        feed = {n: inputs[n] for n in self.names}
+        return lambda: self.session.run(None, feed)
+
+    def output(self, inputs):
+        return self.runner(inputs)()[0]
+
+
+def _onnx_node_count(path: str) -> int:
+    import onnx
+
+    return len(onnx.load(path, load_external_data=False).graph.node)
+
+
+class LiteRTEngine(Engine):
+    """LiteRT (TFLite) with its default XNNPACK delegate, converted by litert-torch from the same module."""
+
+    def prepare(self, imported, threads, workdir):
+        if imported.torch_module is None:
+            raise EngineUnavailable("litert-torch converts PyTorch modules; this model came from ONNX")
+        try:
+            import litert_torch
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError as exc:
+            raise EngineUnavailable("LiteRT is not installed: pip install ai-edge-litert==2.3.0 litert-torch==0.10.0 "
+                                    "(scripts/install.sh does it)") from exc
+        import contextlib
+        import io
+
+        import torch
+
+        path = os.path.join(workdir, "model.tflite")
+        if not os.path.exists(path):
+            example = tuple(torch.from_numpy(imported.example_inputs()[s.name]) for s in imported.inputs)
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                litert_torch.convert(imported.torch_module.eval(), example).export(path)
+        self.interpreter = Interpreter(model_path=path, num_threads=threads)
+        self.interpreter.allocate_tensors()
+        # the converter keeps argument order; int64 inputs become int32
+        self.details = self.interpreter.get_input_details()
+        self.names = [s.name for s in imported.inputs]
+        self.out_index = self.interpreter.get_output_details()[0]["index"]
+
+    def runner(self, inputs):
+        for d, name in zip(self.details, self.names):
+            self.interpreter.set_tensor(d["index"], inputs[name].astype(d["dtype"]))
+        return self.interpreter.invoke
+
+    def output(self, inputs):
+        self.runner(inputs)()
+        return self.interpreter.get_tensor(self.out_index).copy()
+
+
+def default_engines(tuned_db: Optional[str] = None, include=None):
+    """The side-by-side line-up, in table order."""
+    engines = [
+        TVMEngine("canao", "this toolkit (LP-Fusion + default schedules)", "canao"),
+        TVMEngine("tvm-stock", "TVM Relax default pipeline, untuned", "stock"),
+        TorchEngine("pytorch", "PyTorch eager (inference_mode)"),
+        OrtEngine("onnxruntime", "ONNX Runtime CPU, default graph optimizations"),
+        OrtEngine("onnxruntime-bert", "ONNX Runtime + transformers BERT optimizer", bert_optimizer=True),
+        LiteRTEngine("litert-xnnpack", "LiteRT/TFLite fp32 with XNNPACK"),
+    ]
+    if tuned_db:
+        engines.insert(1, TVMEngine("canao-tuned", f"this toolkit + tuning database {tuned_db}", "canao",
+                                    options={"tuning_db": tuned_db}))
+    if include:
+        unknown = set(include) - {e.name for e in engines}
+        if unknown:
+            raise CanaoError(f"unknown engine(s) {', '.join(sorted(unknown))}",
+                             f"choose from {', '.join(e.name for e in engines)}")
+        engines = [e for e in engines if e.name in include]
+    return engines

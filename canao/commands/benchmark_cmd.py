@@ -1,0 +1,54 @@
+"""`canao benchmark`: this toolkit vs stock TVM, PyTorch, ONNX Runtime and LiteRT, side by side."""
+import os
+
+
+def register(sub) -> None:
+    from .common import add_model_args
+
+    p = sub.add_parser("benchmark", help="time every engine side by side on the same model and input",
+                       description="Build MODEL with this toolkit and TVM's stock pipeline, convert it for PyTorch, "
+                       "ONNX Runtime (plain and BERT-optimized) and LiteRT/XNNPACK, check every output against "
+                       "PyTorch on a real sentence, then time all engines interleaved in rounds. Writes "
+                       "benchmark.json/.md/.png to --out.")
+    add_model_args(p)
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for every engine (default: all cores)")
+    p.add_argument("--runs", type=int, default=20, help="timed rounds (each engine runs once per round; default 20)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs per engine before the rounds (default 3)")
+    p.add_argument("--max-seconds", type=float, default=30.0,
+                   help="an engine leaves the rounds after this much timed work (>= 3 runs kept; default 30)")
+    p.add_argument("--engines", help="comma-separated subset, e.g. canao,pytorch,litert-xnnpack")
+    p.add_argument("--tuned", metavar="DB", help="add a 'canao-tuned' engine built with this tuning database")
+    p.add_argument("--atol", type=float, default=1e-3, help="output tolerance vs PyTorch, scaled by max|output|")
+    p.add_argument("--out", help="report folder (default canao-results/benchmark-MODEL-seqL)")
+    p.add_argument("--json", help="also write the JSON report to this file")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from ..bench import report, suite
+    from ..bench.engines import default_engines
+    from ..errors import CanaoError
+    from .common import load, set_threads
+
+    if args.runs < 1 or args.threads < 1:
+        raise CanaoError("--runs and --threads must be at least 1", "pass positive integers")
+    set_threads(args.threads)
+    console = Console()
+    engines = default_engines(tuned_db=args.tuned, include=args.engines.split(",") if args.engines else None)
+    with console.status(f"importing {args.model}"):
+        imported = load(args)
+    result = suite.run(imported, engines, args.threads, args.runs, args.warmup, args.max_seconds, atol=args.atol)
+    name = Path(args.model).stem if os.path.sep in args.model else args.model
+    out = args.out or os.path.join("canao-results", f"benchmark-{name}-seq{args.seq_len}")
+    files = report.write_all(result, out, args.json)
+    console.print(report.markdown(result))
+    console.print("wrote " + ", ".join(str(f) for f in files))
+    failed = [e["name"] for e in result["engines"] if e["status"] == "failed"]
+    if failed:
+        console.print(f"[red]failed: {', '.join(failed)}[/] (output mismatch or build error; no time reported)")
+        return 1
+    return 0

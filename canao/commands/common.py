@@ -1,0 +1,29 @@
+"""Arguments and steps shared by several subcommands."""
+import os
+
+
+def add_model_args(p) -> None:
+    p.add_argument("model", metavar="MODEL",
+                   help="zoo name (minilm-l6, bert-base, distilbert, mobilebert), a Hugging Face model folder, or an .onnx file")
+    p.add_argument("--seq-len", type=int, default=128, help="sequence length the model is compiled for (default 128)")
+    p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+
+
+def add_target_args(p, default: str = "x86") -> None:
+    p.add_argument("--target", "-t", default=default,
+                   help=f"named target (see `canao targets`) or a TVM target dict as JSON (default {default})")
+    p.add_argument("--pipeline", choices=("canao", "stock"), default="canao",
+                   help="canao = LP-Fusion + default schedules; stock = TVM's default Relax pipeline")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads (default: all cores)")
+
+
+def set_threads(threads: int) -> None:
+    """Same thread count for every engine; TVM reads TVM_NUM_THREADS when its pool starts."""
+    os.environ["TVM_NUM_THREADS"] = str(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+def load(args):
+    from ..frontends import load_model
+
+    return load_model(args.model, seq_len=args.seq_len, batch=args.batch)

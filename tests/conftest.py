@@ -1,0 +1,56 @@
+"""Shared fixtures: real MiniLM weights at a short sequence so the suite stays fast."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+SEQ = 32
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """all-MiniLM-L6-v2 with its real weights, imported into Relax at seq 32."""
+    from canao.frontends import load_model
+
+    return load_model("minilm-l6", seq_len=SEQ)
+
+
+@pytest.fixture(scope="session")
+def minilm_text_inputs(minilm):
+    from canao.bench.suite import real_inputs
+
+    inputs, _ = real_inputs(minilm, 1)
+    return inputs
+
+
+@pytest.fixture(scope="session")
+def host_target():
+    from canao.codegen import resolve_target
+
+    return resolve_target("x86")
+
+
+def run_cli(*args, cwd=None, timeout=900):
+    """Run `canao ARGS` in a subprocess (as a user would) and return the CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", "canao.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout)
+
+
+def assert_one_line_error(proc, *needles):
+    """Exit code 2 and a last stderr line `canao: error: <cause> (fix: <fix>)` naming the needles."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("canao: error: "), proc.stderr[-2000:]
+    assert "(fix: " in last, last
+    for needle in needles:
+        assert needle.lower() in last.lower(), (needle, last)
+    return last
+
+
+def max_rel_err(out, ref):
+    return float(np.abs(np.asarray(out) - np.asarray(ref)).max() / max(1.0, np.abs(ref).max()))
