@@ -170,8 +170,8 @@ class BertSpace(SearchSpace):
         return BertSubnet(self.model, genes, self.lsra, kinds)
 
     def supernet_genes(self):
-        """MiniLM's own shape (the supernet body), whatever the config's largest choices are."""
-        depth = MINILM["layers"]
+        """MiniLM's widths (the supernet body) for as many layers as the space can use."""
+        depth = max(self.schemas[0].depth)
         return {"encoder": {"hidden": MINILM["hidden"], "layers": depth, "ffn": [MINILM["ffn"]] * depth,
                             "heads": [MINILM["heads"]] * depth, "type": ["attention"] * depth}}
 
