@@ -1,0 +1,44 @@
+"""The ``tvm.transform.Pass`` wrapper, so the engine drops into any Relax pipeline."""
+from typing import Optional, Sequence
+
+from .egraph import FAMILIES, Limits
+from .records import RewriteLog
+from .transform import simplify_function
+
+
+def PolynomialSimplify(log: Optional[RewriteLog] = None, families: Optional[Sequence[str]] = None,
+                       limits: Optional[Limits] = None, functions: Optional[Sequence[str]] = None):
+    """Module pass: simplify every Relax function's element-wise DAGs (run it before legalization).
+
+    ``log`` receives one ``RewriteRecord`` per rewritten DAG; ``families`` restricts the rule
+    families (names in ``FAMILIES``; default all); ``limits`` bounds saturation; ``functions``
+    restricts which functions are visited (default: every Relax function).
+    """
+    import tvm
+    from tvm import relax
+
+    unknown = [f for f in (families or ()) if f not in FAMILIES]
+    if unknown:
+        from canao.errors import CanaoError
+
+        raise CanaoError(f"unknown rule families {unknown}", f"use names from {sorted(FAMILIES)}")
+    sink = log if log is not None else RewriteLog()
+
+    def transform(mod, ctx):
+        updates = {}
+        for gv, func in mod.functions.items():
+            if not isinstance(func, relax.Function) or (functions is not None and gv.name_hint not in functions):
+                continue
+            if func.attrs is not None and "Primitive" in func.attrs:
+                continue
+            new = simplify_function(func, gv.name_hint, sink, families, limits)
+            if new is not func:
+                updates[gv] = new
+        if not updates:
+            return mod
+        mod = mod.clone() if hasattr(mod, "clone") else tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+        for gv, func in updates.items():
+            mod[gv] = func
+        return mod
+
+    return tvm.transform.module_pass(transform, opt_level=0, name="PolynomialSimplify")
