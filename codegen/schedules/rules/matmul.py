@@ -1,0 +1,220 @@
+"""Matmul / batch-matmul with fused prologue and epilogue blocks (bias, GELU, residual, LayerNorm).
+
+Recognised by structure: a reduction block whose body is ``C[..] = C[..] + A[..] * B[..]`` with
+one reduction var read by both operands; the operand whose innermost index is C's innermost
+spatial var is the "vector" operand B (loads of nr consecutive values), the other is broadcast.
+
+Schedule (the classic outer-product micro-kernel):
+    parallel for (batch.., n_outer, m_outer):            # or (batch.., m_outer) if an epilogue
+        for k:                                            #   reduces along n (LayerNorm)
+            unroll mi < mr: unroll nv: vector nl < lanes:  C_tile[mi, nv*lanes+nl] += A * B
+        epilogue blocks, computed on the tile and vectorised
+The mr x nr accumulator tile (e.g. 8 x 32 fp32 = 16 zmm registers on AVX-512) lives in registers
+for the whole k loop; n_outer outside m_outer keeps the K x nr panel of B hot in L1/L2.
+"""
+from dataclasses import dataclass
+from typing import List, Optional
+
+from tvm import s_tir, tirx
+from tvm.ir.expr import TensorLoad
+
+from .base import CPURule
+from .common import (attempt, dtype_bits, extent, largest_divisor, root_blocks, schedule_injective,
+                     vectorize_innermost, is_spatial, is_reduction, _realize)
+
+
+@dataclass
+class MatmulShape:
+    block: object  # SBlockRV
+    m: Optional[int]  # index of the m iter var (None for a matrix-vector product)
+    n: int  # index of the n iter var (vectorised)
+    k: int  # index of the reduction iter var
+    outer: List[int]  # other spatial iter vars (batch, unit dims)
+    vector_operand: int  # 0 or 1: which multiplicand is loaded as vectors
+
+
+def _load(expr):
+    """The buffer load under an optional Cast."""
+    if isinstance(expr, tirx.Cast):
+        expr = expr.value
+    return expr if isinstance(expr, TensorLoad) else None
+
+
+def _loads_from(expr, buffer) -> bool:
+    return isinstance(expr, TensorLoad) and expr.source.same_as(buffer)
+
+
+def _vars(indices):
+    out = set()
+    for idx in indices:
+        out |= {v for v in tirx.analysis.undefined_vars(idx)}
+    return out
+
+
+def _contains(var_set, var):
+    return any(v.same_as(var) for v in var_set)
+
+
+def match_matmul(sch, block_rv) -> Optional[MatmulShape]:
+    block = sch.get(block_rv)
+    kinds = [iv.iter_type for iv in block.iter_vars]
+    if kinds.count(tirx.IterVar.CommReduce) != 1 or block.init is None:
+        return None
+    store = block.body
+    if not isinstance(store, tirx.BufferStore) or not isinstance(store.value, tirx.Add):
+        return None
+    lhs, rhs = store.value.a, store.value.b
+    acc, prod = (lhs, rhs) if _loads_from(lhs, store.buffer) else (rhs, lhs)
+    if not _loads_from(acc, store.buffer):
+        return None
+    if isinstance(prod, tirx.Cast):
+        prod = prod.value
+    if not isinstance(prod, tirx.Mul):
+        return None
+    a, b = _load(prod.a), _load(prod.b)
+    if a is None or b is None:
+        return None
+    # loop structure: one loop per iter var, in order, bound trivially
+    loops = sch.get_loops(block_rv)
+    realize = _realize(sch, block_rv)
+    if realize is None or len(loops) != len(block.iter_vars):
+        return None
+    for lp, value in zip(loops, realize.iter_values):
+        if not (isinstance(value, tirx.Var) and value.same_as(sch.get(lp).loop_var)):
+            return None
+    iv = [v.var for v in block.iter_vars]
+    k = kinds.index(tirx.IterVar.CommReduce)
+    va, vb, vc = _vars(a.indices), _vars(b.indices), _vars(store.indices)
+    if not (_contains(va, iv[k]) and _contains(vb, iv[k])):
+        return None
+    last_c = store.indices[-1]
+    if not isinstance(last_c, tirx.Var):
+        return None
+    n = next((i for i, v in enumerate(iv) if v.same_as(last_c)), None)
+    if n is None:
+        return None
+    loads = [a, b]
+    vector = None
+    for which, load in enumerate(loads):
+        last = load.indices[-1]
+        other = loads[1 - which]
+        if isinstance(last, tirx.Var) and last.same_as(iv[n]) and not _contains(_vars(other.indices), iv[n]):
+            vector = which
+    if vector is None:  # e.g. B stored [n, k]: vectors would be gathers; leave to another rule
+        return None
+    broadcast_vars = _vars(loads[1 - vector].indices)
+    vector_vars = _vars(loads[vector].indices)
+    m = None
+    outer = []
+    for i, v in enumerate(iv):
+        if i in (n, k):
+            continue
+        if not _contains(vc, v):
+            return None
+        if _contains(broadcast_vars, v) and not _contains(vector_vars, v):
+            m = i if m is None or i > m else m
+    outer = [i for i in range(len(iv)) if i not in (n, k, m)]
+    return MatmulShape(block_rv, m, n, k, outer, vector)
+
+
+def find_matmul(sch):
+    """The matmul-like block doing the most multiply-adds, or None."""
+    best, best_work = None, -1
+    for blk in root_blocks(sch):
+        shape = match_matmul(sch, blk)
+        if shape is None:
+            continue
+        work = 1
+        for lp in sch.get_loops(blk):
+            work *= extent(sch, lp) or 1
+        if work > best_work:
+            best, best_work = shape, work
+    return best
+
+
+class Matmul(CPURule):
+    name = "matmul"
+
+    def schedule(self, func, target, traits):
+        sch = s_tir.Schedule(func)
+        shape = find_matmul(sch)
+        if shape is None:
+            return None
+        main = shape.block
+        main_name = sch.get(main).name_hint
+        order = [sch.get(b).name_hint for b in root_blocks(sch)]
+        pos = order.index(main_name)
+        before, after = order[:pos], order[pos + 1:]
+        # Producers that only feed the epilogue (reshapes of the residual, bias broadcasts) are
+        # inlined; producers of the operands stay materialised (inlining a transpose into the
+        # vector operand would turn vector loads into gathers) and get an injective schedule.
+        for name in before:
+            blk = sch.get_sblock(name)
+            if is_spatial(sch, blk) and not any(sch.get(c).name_hint == main_name for c in sch.get_consumers(blk)):
+                attempt(sch.compute_inline, blk)
+        row_mode = any(is_reduction(sch, sch.get_sblock(name)) for name in after)
+        # An output written straight by the reduction gets a tile-sized accumulator.
+        if _writes_param(sch.get(main), func):
+            sch.cache_write(main, 0, "global")
+            main = sch.get_sblock(main_name)
+            after = [sch.get(b).name_hint for b in root_blocks(sch)][pos + 1:]
+        lanes = traits.lanes(dtype_bits(sch, main))
+        mr_pref, nr_pref = traits.matmul_tile(dtype_bits(sch, main))
+        loops = sch.get_loops(main)
+        n_ext = extent(sch, loops[shape.n])
+        m_ext = extent(sch, loops[shape.m]) if shape.m is not None else 1
+        if n_ext is None or m_ext is None:
+            return None
+        nr = _column_tile(n_ext, nr_pref, lanes)
+        mr = largest_divisor(m_ext, mr_pref)
+        n_outer, n_inner = sch.split(loops[shape.n], factors=[None, nr])
+        if shape.m is not None:
+            m_outer, m_inner = sch.split(loops[shape.m], factors=[None, mr])
+        else:
+            m_outer = m_inner = None
+        if nr % lanes == 0 and nr > lanes:
+            n_vec, n_lane = sch.split(n_inner, factors=[None, lanes])
+        else:
+            n_vec, n_lane = None, n_inner
+        outer = [loops[i] for i in shape.outer]
+        tiles = [lp for lp in ([m_outer, n_outer] if row_mode else [n_outer, m_outer]) if lp is not None]
+        inner = [lp for lp in (m_inner, n_vec, n_lane) if lp is not None]
+        sch.reorder(*outer, *tiles, loops[shape.k], *inner)
+        par_loops = outer + (tiles[:1] if row_mode and len(tiles) > 1 else tiles)
+        par = sch.fuse(*par_loops) if len(par_loops) > 1 else par_loops[0]
+        if traits.num_cores > 1:
+            sch.parallel(par)
+        for lp in inner[:-1]:
+            sch.unroll(lp)
+        sch.vectorize(n_lane)
+        init = sch.decompose_reduction(main, loops[shape.k])
+        init_loops = sch.get_loops(init)
+        sch.vectorize(init_loops[-1])
+        placed = {main_name, sch.get(init).name_hint}
+        # Epilogue blocks follow the tile: each is computed right after its tile is accumulated.
+        for name in after:
+            blk = sch.get_sblock(name)
+            if attempt(sch.reverse_compute_at, blk, par, preserve_unit_loops=True):
+                placed.add(name)
+                if is_spatial(sch, blk):
+                    vectorize_innermost(sch, blk, lanes, unroll_outer=8)
+        # Whatever is still at the root (operand producers, unattachable consumers).
+        for blk in root_blocks(sch):
+            if sch.get(blk).name_hint not in placed and is_spatial(sch, blk):
+                schedule_injective(sch, blk, traits)
+        return sch
+
+
+def _column_tile(n: int, preferred: int, lanes: int) -> int:
+    """Columns per register tile: the preferred width if it divides n, else the widest multiple
+    of the vector width that does, else the widest divisor (scalar tail-free)."""
+    if n % preferred == 0:
+        return preferred
+    for width in range(preferred - preferred % lanes, lanes - 1, -lanes):
+        if width and n % width == 0:
+            return width
+    return largest_divisor(n, preferred)
+
+
+def _writes_param(block, func) -> bool:
+    return any(any(w.source.same_as(p) for p in func.params) for w in block.writes)

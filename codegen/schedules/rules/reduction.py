@@ -1,0 +1,82 @@
+"""Row reductions: softmax, LayerNorm (also behind a residual add or a mask), max/sum reductions.
+
+Recognised by structure: at least one reduction block, no matmul block, and blocks that share
+leading spatial axes (the "rows"). Cheap element-wise blocks are inlined first; the last block's
+row loops are fused and run in parallel, every other block is computed per row under that loop
+(so a row's exp / centred values stay in L1), spatial blocks are vectorised along the row.
+"""
+from tvm import s_tir
+
+from .base import CPURule
+from .common import (attempt, dtype_bits, extent, inline_spatial_blocks, iter_kinds, parallelize_outer,
+                     root_blocks, vectorize_innermost, MIN_PARALLEL_WORK)
+from .matmul import find_matmul
+
+
+def _leading_spatial(kinds: str) -> int:
+    return len(kinds) - len(kinds.lstrip("S"))
+
+
+class RowReduction(CPURule):
+    name = "row-reduction"
+
+    def schedule(self, func, target, traits):
+        sch = s_tir.Schedule(func)
+        blocks = root_blocks(sch)
+        if not any("R" in iter_kinds(sch, b) for b in blocks) or find_matmul(sch) is not None:
+            return None
+        inline_spatial_blocks(sch, func)
+        for blk in root_blocks(sch):
+            _vector_partial_sums(sch, blk, traits)
+        blocks = root_blocks(sch)
+        leads = [_leading_spatial(iter_kinds(sch, b)) for b in blocks]
+        if min(leads) == 0:
+            return None
+        anchor = blocks[-1]
+        lead = min(leads)
+        loops = sch.get_loops(anchor)
+        if len(loops) < lead:
+            return None
+        rows = sch.fuse(*loops[:lead]) if lead > 1 else loops[0]
+        work = 1
+        for lp in sch.get_loops(anchor):
+            work *= extent(sch, lp) or 1
+        if traits.num_cores > 1 and work >= MIN_PARALLEL_WORK:
+            sch.parallel(rows)
+        placed = {sch.get(anchor).name_hint}
+        for blk in reversed(blocks[:-1]):
+            if attempt(sch.compute_at, blk, rows, preserve_unit_loops=True):
+                placed.add(sch.get(blk).name_hint)
+        for blk in root_blocks(sch):
+            lanes = traits.lanes(dtype_bits(sch, blk))
+            if "R" not in iter_kinds(sch, blk):
+                vectorize_innermost(sch, blk, lanes)
+            if sch.get(blk).name_hint not in placed:
+                parallelize_outer(sch, blk, traits)
+        return sch
+
+
+def _vector_partial_sums(sch, block, traits) -> bool:
+    """Turn ``acc = f(acc, x[k])`` over a row into ``lanes`` independent partial accumulators
+    updated as one vector (rfactor on the inner split of k), then a short final reduction.
+
+    LLVM will not reorder a float reduction itself, so without this a row sum / max is a scalar
+    dependency chain. Done before compute_at: rfactor needs the block at the top of its loop nest.
+    """
+    kinds = iter_kinds(sch, block)
+    loops = sch.get_loops(block)
+    if not kinds.endswith("R") or kinds.count("R") != 1 or len(loops) != len(kinds):
+        return False
+    lanes = traits.lanes(dtype_bits(sch, block))
+    k_len = extent(sch, loops[-1])
+    if k_len is None or lanes < 2 or k_len % lanes or k_len < 2 * lanes:
+        return False
+    name = sch.get(block).name_hint
+    _, k_inner = sch.split(loops[-1], factors=[None, lanes])
+    try:
+        partial = sch.rfactor(k_inner, factor_axis=len(kinds) - 1)
+    except Exception:  # not a recognised commutative reducer: undo by re-reading the block
+        sch.fuse(*sch.get_loops(sch.get_sblock(name))[-2:])
+        return False
+    sch.vectorize(sch.get_loops(partial)[-1])
+    return True
