@@ -102,8 +102,13 @@ def _identities(a: E, b: E):
     yield birewrite(a.neg()).to(E(-1.0).mul(a))
     yield rewrite(a.neg().neg()).to(a)
     yield rewrite(a.add(E(0.0))).to(a)
+    yield rewrite(E(0.0).add(a)).to(a)
     yield rewrite(a.mul(E(1.0))).to(a)
+    yield rewrite(E(1.0).mul(a)).to(a)
+    yield rewrite(a.sub(E(0.0))).to(a)
+    yield rewrite(a.div(E(1.0))).to(a)
     yield rewrite(a.mul(E(0.0))).to(E(0.0))  # cancellation: x - x -> 0 (finite values)
+    yield rewrite(E(0.0).mul(a)).to(E(0.0))
     yield rewrite(a.sub(a)).to(E(0.0))
 
 
@@ -129,8 +134,10 @@ def _powers(a: E):
 @selects.register
 def _selects(c: E, a: E, b: E, d: E):
     # exact: an element-wise op applied after a select equals the select of the op's results
-    yield birewrite(c.where(a, b).add(d)).to(c.where(a.add(d), b.add(d)))
-    yield birewrite(c.where(a, b).mul(d)).to(c.where(a.mul(d), b.mul(d)))
+    for method in ("add", "sub", "mul", "div"):
+        yield birewrite(getattr(c.where(a, b), method)(d)).to(c.where(getattr(a, method)(d), getattr(b, method)(d)))
+        yield birewrite(getattr(d, method)(c.where(a, b))).to(c.where(getattr(d, method)(a), getattr(d, method)(b)))
+    yield birewrite(c.where(a, b).neg()).to(c.where(a.neg(), b.neg()))
     yield rewrite(c.where(a, a)).to(a)
 
 
@@ -138,6 +145,8 @@ def _selects(c: E, a: E, b: E, d: E):
 def _constant_folding(x: f64, y: f64):
     yield rewrite(E(x).add(E(y))).to(E(x + y))
     yield rewrite(E(x).sub(E(y))).to(E(x - y))
+    yield rewrite(E(x).div(E(y))).to(E(x / y), y != f64(0.0))
+    yield rewrite(E(x).neg()).to(E(-x))
     yield rewrite(E(x).mul(E(y))).to(E(x * y))
     yield rewrite(E(x).recip()).to(E(f64(1.0) / x), x != f64(0.0))
     yield rewrite(E(x).sqrt()).to(E(x ** f64(0.5)), x >= f64(0.0))

@@ -110,12 +110,12 @@ class BlockTerms:
             return None
         name = call.op.name
         out_shape = static_shape(binding.var.ty)
-        if out_shape is None or binding.var.ty.dtype not in FLOAT_DTYPES:
+        dtype = str(binding.var.ty.dtype)
+        if out_shape is None or dtype not in FLOAT_DTYPES:
             return None
-        dtype = binding.var.ty.dtype
 
         def same(arg):
-            return static_shape(arg.ty) is not None and arg.ty.dtype == dtype
+            return static_shape(arg.ty) is not None and str(arg.ty.dtype) == dtype
 
         args = list(call.args)
         if name in BINARY and all(same(a) for a in args):
@@ -125,7 +125,7 @@ class BlockTerms:
         if name == "relax.power" and same(args[0]) and self._number(args[1]) is not None:
             return ("pow", args[0], self._number(args[1]))
         if name == "relax.where" and same(args[1]) and same(args[2]) and static_shape(args[0].ty) is not None \
-                and args[0].ty.dtype == "bool":
+                and str(args[0].ty.dtype) == "bool":
             return ("where", *args)
         if name in ("relax.broadcast_to", "relax.astype") and same(args[0]):
             return ("identity", args[0])
@@ -165,7 +165,7 @@ class BlockTerms:
             comp = groups.setdefault(find(i), Component())
             comp.positions.append(i)
             var = self.bindings[i].var
-            comp.dtype = var.ty.dtype
+            comp.dtype = str(var.ty.dtype)
             outside = [u for u in var_users.get(var, ())
                        if u == "result" or u[0] != self.block_index or u[1] not in self.node_op]
             if outside or not _is_dataflow_var(var):
@@ -252,7 +252,7 @@ class BlockTerms:
             arr = expr.value.numpy()
             name = f"const{list(arr.shape)}" if arr.size != 1 else f"{arr.reshape(()).item():g}"
             static = True
-        self.leaves[leaf_id] = LeafInfo(static_shape(expr.ty) or (), expr.ty.dtype, static, name)
+        self.leaves[leaf_id] = LeafInfo(static_shape(expr.ty) or (), str(expr.ty.dtype), static, name)
         self.leaf_exprs[leaf_id] = expr
         return leaf_id
 
