@@ -33,6 +33,11 @@ def iter_kinds(sch, block_rv) -> str:
     return "".join(kinds.get(iv.iter_type, "O") for iv in sch.get(block_rv).iter_vars)
 
 
+def loop_kinds(sch, block_rv) -> str:
+    """'S' / 'R' per loop above the block: whether the loop drives only spatial iter vars."""
+    return "".join("S" if _loop_is_spatial(sch, block_rv, lp) else "R" for lp in sch.get_loops(block_rv))
+
+
 def is_spatial(sch, block_rv) -> bool:
     return set(iter_kinds(sch, block_rv)) <= {"S"}
 

@@ -8,7 +8,7 @@ row loops are fused and run in parallel, every other block is computed per row u
 from tvm import s_tir
 
 from .base import CPURule
-from .common import (attempt, dtype_bits, extent, inline_spatial_blocks, iter_kinds, parallelize_outer,
+from .common import (attempt, dtype_bits, extent, inline_spatial_blocks, iter_kinds, loop_kinds, parallelize_outer,
                      root_blocks, vectorize_innermost, MIN_PARALLEL_WORK)
 from .matmul import find_matmul
 
@@ -29,7 +29,7 @@ class RowReduction(CPURule):
         for blk in root_blocks(sch):
             _vector_partial_sums(sch, blk, traits)
         blocks = root_blocks(sch)
-        leads = [_leading_spatial(iter_kinds(sch, b)) for b in blocks]
+        leads = [_leading_spatial(loop_kinds(sch, b)) for b in blocks]
         if min(leads) == 0:
             return None
         anchor = blocks[-1]
@@ -65,7 +65,7 @@ def _vector_partial_sums(sch, block, traits) -> bool:
     """
     kinds = iter_kinds(sch, block)
     loops = sch.get_loops(block)
-    if not kinds.endswith("R") or kinds.count("R") != 1 or len(loops) != len(kinds):
+    if kinds.count("R") != 1 or loop_kinds(sch, block) != "S" * (len(loops) - 1) + "R":
         return False
     lanes = traits.lanes(dtype_bits(sch, block))
     k_len = extent(sch, loops[-1])
