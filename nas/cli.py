@@ -18,6 +18,8 @@ def register(subparsers) -> None:
     sample.add_argument("--check", action="store_true", help="compile each for --target and compare with PyTorch")
     sample.add_argument("--target", default="x86", help="target for --check (default: this CPU)")
     sample.add_argument("--seq-len", type=int, default=16, help="sequence length for --check (default 16)")
+    sample.add_argument("--pipeline", choices=["canao", "stock"], default="canao",
+                        help="compile pipeline for --check (default canao: LP-Fusion and the toolkit's stages)")
     sample.add_argument("--json", action="store_true", help="print one JSON object per line instead of a table")
     sample.set_defaults(func=_sample)
 
@@ -40,7 +42,8 @@ def _sample(args) -> int:
         if target is not None:
             from canao.nas.spaces.check import check_subnet
 
-            row["check"] = check_subnet(space, genes, target, seq_len=args.seq_len, seed=i).to_json()
+            row["check"] = check_subnet(space, genes, target, seq_len=args.seq_len, seed=i,
+                                        pipeline=args.pipeline).to_json()
         rows.append(row)
         if args.json:
             print(json.dumps(row), flush=True)
