@@ -147,7 +147,7 @@ def vectorize_innermost(sch, block_rv, lanes: int, unroll_outer: int = 0) -> boo
         return False
     inner = loops[-1]
     n = extent(sch, inner)
-    if n is None or n < 2:
+    if n is None or n < 2 or len(sch.get_child_blocks(inner)) != 1:  # only a loop around this block alone
         return False
     kinds = iter_kinds(sch, block_rv)
     if "R" in kinds and not _loop_is_spatial(sch, block_rv, inner):

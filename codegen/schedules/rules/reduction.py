@@ -33,10 +33,10 @@ class RowReduction(CPURule):
         if min(leads) == 0:
             return None
         anchor = blocks[-1]
-        lead = min(leads)
-        loops = sch.get_loops(anchor)
-        if len(loops) < lead:
+        lead = _row_loops(sch, blocks, leads)
+        if not lead:
             return None
+        loops = sch.get_loops(anchor)
         rows = sch.fuse(*loops[:lead]) if lead > 1 else loops[0]
         work = 1
         for lp in sch.get_loops(anchor):
@@ -54,6 +54,34 @@ class RowReduction(CPURule):
             if sch.get(blk).name_hint not in placed:
                 parallelize_outer(sch, blk, traits)
         return sch
+
+
+def _row_loops(sch, blocks, leads) -> int:
+    """How many leading loops of the last block enumerate the rows the reductions run over.
+
+    The last block may have another shape than the reductions (a reshape folded into it), so
+    match the number of rows, not the number of loops: the longest prefix whose trip count
+    divides the reductions' row count (equal in the common case).
+    """
+    reductions = [(b, n) for b, n in zip(blocks, leads) if "R" in loop_kinds(sch, b)]
+    block, n = reductions[0] if reductions else (blocks[0], leads[0])
+    rows = 1
+    for lp in sch.get_loops(block)[:n]:
+        rows *= extent(sch, lp) or 1
+    anchor_loops = sch.get_loops(blocks[-1])
+    anchor_kinds = loop_kinds(sch, blocks[-1])
+    count, product = 0, 1
+    for lp, kind in zip(anchor_loops, anchor_kinds):
+        ext = extent(sch, lp)
+        if kind != "S" or ext is None or rows % (product * ext):
+            break
+        product *= ext
+        count += 1
+        if product == rows:
+            break
+    if count == len(anchor_loops) and len(anchor_loops) > 1 and product == rows and "R" in anchor_kinds:
+        return count
+    return min(count, len(anchor_loops) - 1) if len(anchor_loops) > 1 else count
 
 
 def _vector_partial_sums(sch, block, traits) -> bool:
