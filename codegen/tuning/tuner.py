@@ -1,0 +1,258 @@
+"""Resumable MetaSchedule tuning: one task at a time, in slices, so every finished slice is on
+disk before the next starts.
+
+MetaSchedule's own task scheduler measures every task once before committing anything, so an
+interrupt in the first round used to lose the lot. Here each slice is one builder/runner batch
+of one task (``tune_tasks`` with a single TuneContext); its records are appended to the JSON
+database as soon as it is measured. A rerun with the same arguments reads how many trials each
+task already has from the database and continues: the search restarts from the best records
+on disk (MetaSchedule seeds its population from them) and the XGBoost cost model is reloaded.
+"""
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional
+
+from canao.errors import CanaoError
+
+from ..targets import check_cross_compiler
+from .intrinsics import load_tensor_intrinsics
+from .measure import make_builder, make_local_runner
+from .store import TuningStore
+from .tasks import TuningTask, allocate_trials, extract_tasks, fused_module
+
+DEFAULT_SLICE = 32  # trials per builder/runner batch: one batch is what a kill can lose
+
+
+@dataclass
+class TaskResult:
+    name: str
+    key: str
+    weight: int
+    flop: float
+    trials: int  # on disk, all runs together
+    target_trials: int
+    exhausted: bool  # the search found nothing new to measure
+    best_us: Optional[float] = None
+
+
+@dataclass
+class TuningReport:
+    work_dir: str
+    target: str
+    trials_requested: int
+    trials_total: int  # records on disk after this run
+    trials_this_run: int
+    seconds_this_run: float
+    seconds_total: float  # tuning time over every run on this work dir
+    complete: bool  # every task reached its share (or ran out of candidates)
+    stopped_by_time_budget: bool = False
+    tasks: List[TaskResult] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        lines = [f"{'task':48s} {'calls':>5s} {'trials':>11s} {'best us':>10s}"]
+        for t in self.tasks:
+            best = f"{t.best_us:10.1f}" if t.best_us is not None else f"{'-':>10s}"
+            trials = f"{t.trials}/{t.target_trials}" + ("*" if t.exhausted else "")
+            lines.append(f"{t.name[:48]:48s} {t.weight:5d} {trials:>11s} {best}")
+        state = "complete" if self.complete else ("stopped by the time budget" if self.stopped_by_time_budget
+                                                  else "incomplete")
+        lines.append(f"{self.trials_total} trials on disk ({self.trials_this_run} this run, "
+                     f"{self.seconds_this_run:.0f} s; {self.seconds_total:.0f} s of tuning in all), {state}. "
+                     f"* = search space exhausted")
+        return "\n".join(lines)
+
+
+def tune(mod, target_spec, work_dir, trials: int, time_budget_s: Optional[float] = None, runner=None, *,
+         pipeline: str = "canao", options: Optional[dict] = None, slice_trials: int = DEFAULT_SLICE,
+         progress: bool = True, seed: int = 0) -> TuningReport:
+    """Tune the fused kernels of ``mod`` for ``target_spec`` until the database in ``work_dir``
+    holds ``trials`` trials in all (a rerun resumes; a finished run is a no-op).
+
+    ``mod``: an ImportedModel, a Relax module, or an already fused module (see fused_module).
+    ``runner``: a MetaSchedule runner (e.g. an RPCRunner for a phone); local by default.
+    ``time_budget_s`` bounds this run's wall time; the slice in flight when it runs out finishes.
+    """
+    if trials < 0:
+        raise CanaoError(f"--trials must be >= 0, got {trials}", "pass a trial budget such as --trials 500")
+    check_cross_compiler(target_spec)
+    start = time.perf_counter()
+    tasks = extract_tasks(fused_module(mod, target_spec, pipeline, options), target_spec)
+    store = TuningStore(work_dir)
+    manifest = _check_manifest(store, target_spec)
+    if not tasks:
+        return _report(store, target_spec, tasks, {}, manifest, trials, 0, start, False)
+    load_tensor_intrinsics(target_spec)
+    database = store.open_database()
+    counts = {t.key: store.record_counts().get(t.key, 0) for t in tasks}
+    tuner = _SliceTuner(target_spec, store, database, runner, tasks, seed)
+    before = sum(counts.values())
+    stopped = False
+    with _Progress(progress, trials, before) as bars:
+        while True:
+            targets = _targets(tasks, trials, counts, manifest)
+            pending = [t for t in tasks if not _exhausted(manifest, t) and counts[t.key] < targets[t.key]]
+            if not pending:
+                break
+            measured_in_round = 0
+            for task in pending:
+                if time_budget_s is not None and time.perf_counter() - start >= time_budget_s:
+                    stopped = True
+                    break
+                want = _slice_size(targets[task.key] - counts[task.key], slice_trials)
+                slice_start = time.perf_counter()
+                got = tuner.run(task, want, counts[task.key], bars)
+                counts[task.key] += got
+                measured_in_round += got
+                entry = manifest["tasks"].setdefault(task.key, {"name": task.name})
+                entry["exhausted"] = got < want
+                manifest["tuning_seconds"] = manifest.get("tuning_seconds", 0.0) + time.perf_counter() - slice_start
+                store.save_manifest(manifest)
+                store.save_cost_model(tuner.cost_model)
+            if stopped or measured_in_round == 0:
+                break
+    return _report(store, target_spec, tasks, _targets(tasks, trials, counts, manifest), manifest, trials,
+                   sum(counts.values()) - before, start, stopped, database)
+
+
+def _slice_size(remaining: int, slice_trials: int) -> int:
+    """One batch, but never leave a tail shorter than half a batch for another round."""
+    return remaining if remaining < slice_trials * 1.5 else slice_trials
+
+
+def _exhausted(manifest: dict, task: TuningTask) -> bool:
+    return bool(manifest["tasks"].get(task.key, {}).get("exhausted"))
+
+
+def _targets(tasks: List[TuningTask], trials: int, counts: Dict[str, int], manifest: dict) -> Dict[str, int]:
+    """Each task's share of ``trials``; what an exhausted task did not use goes to the others."""
+    done = [t for t in tasks if _exhausted(manifest, t)]
+    active = [t for t in tasks if not _exhausted(manifest, t)]
+    targets = {t.key: counts[t.key] for t in done}
+    targets.update(allocate_trials(active, max(0, trials - sum(targets.values()))))
+    return targets
+
+
+def _check_manifest(store: TuningStore, target_spec) -> dict:
+    manifest = store.load_manifest()
+    target = str(target_spec.tvm_target())
+    if manifest.get("target") not in (None, target):
+        raise CanaoError(f"tuning database {store.dir} was tuned for another target ({manifest['target']})",
+                         f"use a separate --db folder for target {target_spec.name}")
+    manifest["target"] = target
+    return manifest
+
+
+class _SliceTuner:
+    """What stays alive across slices: builder, runner (its worker pool), cost model, loggers."""
+
+    def __init__(self, target_spec, store: TuningStore, database, runner, tasks: List[TuningTask], seed: int):
+        from tvm.s_tir.meta_schedule.cost_model import XGBModel
+        from tvm.s_tir.meta_schedule.logging import get_loggers_from_work_dir
+
+        self.target = target_spec.tvm_target()
+        self.store = store
+        self.database = database
+        self.builder = make_builder(target_spec)
+        self.runner = runner if runner is not None else make_local_runner()
+        self.threads = max(1, _physical_cores())
+        self.cost_model = XGBModel(num_tuning_cores=self.threads, verbose_eval=0)
+        store.load_cost_model(self.cost_model)
+        self.seed = seed
+        _quiet_console()
+        loggers = get_loggers_from_work_dir(str(store.dir), [t.name for t in tasks])
+        self.loggers = {t.key: lg for t, lg in zip(tasks, loggers)}
+
+    def run(self, task: TuningTask, trials: int, trials_before: int, bars) -> int:
+        """Tune ``task`` for one batch of ``trials``; returns how many were measured."""
+        from tvm.s_tir import meta_schedule as ms
+
+        from .measure import make_progress_callback
+
+        ctx = ms.TuneContext(mod=task.mod, target=self.target, space_generator="post-order-apply",
+                             search_strategy="evolutionary", task_name=task.name,
+                             logger=self.loggers[task.key], num_threads=self.threads,
+                             rand_state=(int(task.key) + 7919 * trials_before + self.seed) % (2**31 - 2) + 1)
+        counter = make_progress_callback(bars.on_measured)
+        bars.start_task(task.name, trials)
+        ms.tune_tasks(tasks=[ctx], task_weights=[1.0], work_dir=str(self.store.dir), max_trials_global=trials,
+                      max_trials_per_task=trials, num_trials_per_iter=trials, builder=self.builder,
+                      runner=self.runner, database=self.database, cost_model=self.cost_model,
+                      measure_callbacks=ms.MeasureCallback.create("default") + [counter],
+                      task_scheduler="round-robin")
+        bars.end_task()
+        return counter.measured
+
+
+def _physical_cores() -> int:
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    except ImportError:
+        return os.cpu_count() or 1
+
+
+def _quiet_console() -> None:
+    """MetaSchedule logs every step to stdout; keep the details in work_dir/logs, warnings on screen."""
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    logger.setLevel(logging.WARNING)  # becomes the console handler's level when loggers are made
+
+
+def _best_us(database, task: TuningTask) -> Optional[float]:
+    if database is None or not database.has_workload(task.mod):
+        return None
+    records = database.get_top_k(database.commit_workload(task.mod), 1)
+    if not records or not records[0].run_secs:
+        return None
+    secs = [float(s) for s in records[0].run_secs]
+    return 1e6 * sum(secs) / len(secs)
+
+
+def _report(store, target_spec, tasks, targets, manifest, trials, new, start, stopped, database=None):
+    counts = store.record_counts()
+    results = [TaskResult(t.name, t.key, t.weight, t.flop, counts.get(t.key, 0), targets.get(t.key, 0),
+                          _exhausted(manifest, t), _best_us(database, t)) for t in tasks]
+    complete = all(r.exhausted or r.trials >= r.target_trials for r in results)
+    return TuningReport(str(store.dir), target_spec.name, trials, sum(counts.get(t.key, 0) for t in tasks), new,
+                        time.perf_counter() - start, manifest.get("tuning_seconds", 0.0), complete, stopped,
+                        results)
+
+
+class _Progress:
+    """tqdm bars: one for the whole budget, one for the task being tuned."""
+
+    def __init__(self, enabled: bool, total: int, initial: int):
+        self.enabled, self.total, self.initial = enabled, total, initial
+        self.overall = self.task = None
+
+    def __enter__(self):
+        from tqdm import tqdm
+
+        self.overall = tqdm(total=max(self.total, self.initial), initial=self.initial, desc="tuning",
+                            unit="trial", disable=not self.enabled, position=0, dynamic_ncols=True)
+        return self
+
+    def start_task(self, name: str, trials: int) -> None:
+        from tqdm import tqdm
+
+        self.task = tqdm(total=trials, desc=f"  {name[:40]}", unit="trial", leave=False,
+                         disable=not self.enabled, position=1, dynamic_ncols=True)
+
+    def on_measured(self, n: int) -> None:
+        if self.task is not None:
+            self.task.update(n)
+        self.overall.update(n)
+
+    def end_task(self) -> None:
+        if self.task is not None:
+            self.task.close()
+            self.task = None
+
+    def __exit__(self, *exc):
+        self.end_task()
+        self.overall.close()
