@@ -110,9 +110,9 @@ class BlockTerms:
             return None
         name = call.op.name
         out_shape = static_shape(binding.var.ty)
-        dtype = str(binding.var.ty.dtype)
-        if out_shape is None or dtype not in FLOAT_DTYPES:
+        if out_shape is None or str(binding.var.ty.dtype) not in FLOAT_DTYPES:
             return None
+        dtype = str(binding.var.ty.dtype)
 
         def same(arg):
             return static_shape(arg.ty) is not None and str(arg.ty.dtype) == dtype

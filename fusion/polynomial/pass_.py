@@ -26,6 +26,7 @@ def PolynomialSimplify(log: Optional[RewriteLog] = None, families: Optional[Sequ
 
     def transform(mod, ctx):
         updates = {}
+        first_record = len(sink.records)
         for gv, func in mod.functions.items():
             if not isinstance(func, relax.Function) or (functions is not None and gv.name_hint not in functions):
                 continue
@@ -36,9 +37,14 @@ def PolynomialSimplify(log: Optional[RewriteLog] = None, families: Optional[Sequ
                 updates[gv] = new
         if not updates:
             return mod
-        mod = mod.clone() if hasattr(mod, "clone") else tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+        new_mod = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
         for gv, func in updates.items():
-            mod[gv] = func
-        return mod
+            new_mod[gv] = func
+        if not relax.analysis.check_well_formed(new_mod) and relax.analysis.check_well_formed(mod):
+            # never hand on a broken module: keep the original and say so in the log
+            del sink.records[first_record:]
+            sink.functions.append({"error": "rewritten module was not well formed; kept the original"})
+            return mod
+        return new_mod
 
     return tvm.transform.module_pass(transform, opt_level=0, name="PolynomialSimplify")

@@ -199,11 +199,5 @@ def simplify_function(func, fname: str, log: RewriteLog, families: Optional[Sequ
     log.functions.append(dict(info, rewritten=rewritten, saturation=stats.to_json()))
     if not rewritten:
         return func
-    body = relax.SeqExpr(new_blocks, func.body.body)
-    new = relax.Function(func.params, body, func.ret_ty, func.is_pure, func.attrs, func.span)
-    if not relax.analysis.check_well_formed(new):  # never hand on a broken function: keep the original
-        log.functions[-1]["rewritten"] = 0
-        log.functions[-1]["error"] = "rewritten function was not well formed; kept the original"
-        del log.records[len(log.records) - rewritten:]
-        return func
-    return new
+    body = relax.BlockBuilder().normalize(relax.SeqExpr(new_blocks, func.body.body))  # fills in its type
+    return relax.Function(func.params, body, func.ret_ty, func.is_pure, func.attrs, func.span)
