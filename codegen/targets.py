@@ -45,11 +45,28 @@ def host_cpu_name() -> str:
     return tvm.get_global_func("target.llvm_get_system_cpu")()
 
 
+def host_vector_features() -> List[str]:
+    """The vector extensions LLVM will use on this CPU (read from /proc/cpuinfo; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(next((line.split(":", 1)[1].split() for line in f
+                              if line.startswith(("flags", "Features"))), []))
+    except OSError:
+        return []
+    named = [("avx512f", "AVX-512"), ("avx512_vnni", "VNNI"), ("avx2", "AVX2"), ("asimd", "NEON"),
+             ("asimddp", "dotprod")]
+    found = [label for flag, label in named if flag in flags]
+    if "AVX-512" in found and "AVX2" in found:
+        found.remove("AVX2")
+    return found
+
+
 def _host(threads: Optional[int] = None) -> TargetSpec:
     import platform
 
     cores = threads or os.cpu_count() or 1
-    return TargetSpec("x86", f"this machine's CPU ({host_cpu_name()}, {cores} cores)",
+    features = ", ".join(host_vector_features())
+    return TargetSpec("x86", f"this machine's CPU ({host_cpu_name()}, {cores} cores{', ' + features if features else ''})",
                       {"kind": "llvm", "mcpu": host_cpu_name(), "num-cores": cores}, "cpu",
                       arch=platform.machine(), aliases=("llvm", "cpu", "local", "host"))
 
@@ -98,22 +115,68 @@ def _plain(text: str) -> TargetSpec:
     import tvm
 
     try:
-        target_dict = json.loads(text) if text.strip().startswith("{") else None
-        target = tvm.target.Target(target_dict if target_dict is not None else text)
+        stripped = text.strip()
+        target_dict = json.loads(stripped) if stripped.startswith("{") else parse_target_string(stripped)
+        target = tvm.target.Target(target_dict)
     except Exception as exc:
-        known = ", ".join(s.name for s in _builtin())
-        raise CanaoError(f"unknown target '{text}'", f"use one of {known}, or a TVM target dict as JSON") from exc
+        raise CanaoError(f"unknown target '{text}'",
+                         f"use one of {_known_names()} (`canao targets` lists them), or a TVM target such as "
+                         "'llvm -mcpu=skylake-avx512' or '{\"kind\": \"cuda\", \"arch\": \"sm_86\"}'") from exc
     export = target.export()
     kind = export["kind"]
     device = {"llvm": "cpu", "c": "cpu"}.get(kind, kind)
     triple = str(export.get("mtriple", "") or (export.get("host") or {}).get("mtriple", ""))
     arch = "aarch64" if triple.startswith(("aarch64", "arm64")) else "x86_64"
-    return TargetSpec(text, "plain TVM target", target_dict if target_dict is not None else text, device,
+    return TargetSpec(text, "plain TVM target", target_dict, device,
                       _aarch64_cc() if arch == "aarch64" else None, arch)
+
+
+_LIST_KEYS = ("mattr", "keys", "libs")
+
+
+def parse_target_string(text: str) -> dict:
+    """'llvm -mcpu=skylake -mattr=+avx2,+fma' -> the dict TVM 0.27 wants (it no longer parses strings)."""
+    tokens = text.split()
+    if not tokens or tokens[0].startswith("-"):
+        raise ValueError(f"no target kind in '{text}'")
+    out: Dict[str, object] = {"kind": tokens[0]}
+    for token in tokens[1:]:
+        if not token.startswith("-"):
+            raise ValueError(f"'{token}' is not a -key=value option")
+        key, _, value = token.lstrip("-").partition("=")
+        if not value:
+            out[key] = True
+        elif key in _LIST_KEYS:
+            out[key] = value.split(",")
+        elif value.isdigit():
+            out[key] = int(value)
+        else:
+            out[key] = value
+    return out
+
+
+def _known_names() -> str:
+    return ", ".join(spec.name + (f" ({'/'.join(spec.aliases[:1])})" if spec.aliases else "") for spec in _builtin())
+
+
+def cross_compiler_installed(spec: TargetSpec) -> Optional[bool]:
+    """True/False for a target that links with its own compiler, None when the host's is used."""
+    if not spec.cross_compiler:
+        return None
+    return shutil.which(spec.cross_compiler) is not None or os.path.isfile(spec.cross_compiler)
 
 
 def check_cross_compiler(spec: TargetSpec) -> None:
     """Fail early, before any work, when the C++ driver that links the library is missing."""
-    if spec.cross_compiler and shutil.which(spec.cross_compiler) is None and not os.path.exists(spec.cross_compiler):
+    if cross_compiler_installed(spec) is not False:
+        return
+    ndk = os.environ.get("ANDROID_NDK_HOME")
+    if ndk and spec.cross_compiler.startswith(ndk):
+        raise CanaoError(f"the Android NDK's clang++ for target {spec.name} is not at {spec.cross_compiler}",
+                         "set ANDROID_NDK_HOME to an Android NDK (r21 or newer) folder, or unset it to link "
+                         "with aarch64-linux-gnu-g++ (apt-get install g++-aarch64-linux-gnu)")
+    if spec.arch == "aarch64":
         raise CanaoError(f"cross compiler {spec.cross_compiler} for target {spec.name} is not installed",
-                         "apt-get install g++-aarch64-linux-gnu (or set ANDROID_NDK_HOME to an Android NDK)")
+                         "apt-get install g++-aarch64-linux-gnu, or set ANDROID_NDK_HOME to an Android NDK")
+    raise CanaoError(f"compiler {spec.cross_compiler} for target {spec.name} is not installed",
+                     f"install {spec.cross_compiler} or put it on PATH")

@@ -69,12 +69,13 @@ class TuningReport:
 
 def tune(mod, target_spec, work_dir, trials: int, time_budget_s: Optional[float] = None, runner=None, *,
          pipeline: str = "canao", options: Optional[dict] = None, slice_trials: int = DEFAULT_SLICE,
-         progress: bool = True, seed: int = 0) -> TuningReport:
+         progress: bool = True, seed: int = 0, builder=None) -> TuningReport:
     """Tune the fused kernels of ``mod`` for ``target_spec`` until the database in ``work_dir``
     holds ``trials`` trials in all (a rerun resumes; a finished run is a no-op).
 
     ``mod``: an ImportedModel, a Relax module, or an already fused module (see fused_module).
     ``runner``: a MetaSchedule runner (e.g. an RPCRunner for a phone); local by default.
+    ``builder``: a MetaSchedule builder; by default one that links with the target's compiler.
     ``time_budget_s`` bounds this run's wall time; the slice in flight when it runs out finishes.
     """
     if trials < 0:
@@ -89,7 +90,7 @@ def tune(mod, target_spec, work_dir, trials: int, time_budget_s: Optional[float]
     load_tensor_intrinsics(target_spec)
     database = store.open_database()
     counts = {t.key: store.record_counts().get(t.key, 0) for t in tasks}
-    tuner = _SliceTuner(target_spec, store, database, runner, tasks, seed)
+    tuner = _SliceTuner(target_spec, store, database, builder, runner, tasks, seed)
     before = sum(counts.values())
     stopped = False
     with _Progress(progress, trials, before) as bars:
@@ -150,14 +151,15 @@ def _check_manifest(store: TuningStore, target_spec) -> dict:
 class _SliceTuner:
     """What stays alive across slices: builder, runner (its worker pool), cost model, loggers."""
 
-    def __init__(self, target_spec, store: TuningStore, database, runner, tasks: List[TuningTask], seed: int):
+    def __init__(self, target_spec, store: TuningStore, database, builder, runner, tasks: List[TuningTask],
+                 seed: int):
         from tvm.s_tir.meta_schedule.cost_model import XGBModel
         from tvm.s_tir.meta_schedule.logging import get_loggers_from_work_dir
 
         self.target = target_spec.tvm_target()
         self.store = store
         self.database = database
-        self.builder = make_builder(target_spec)
+        self.builder = builder if builder is not None else make_builder(target_spec)
         self.runner = runner if runner is not None else make_local_runner()
         self.threads = max(1, _physical_cores())
         self.cost_model = XGBModel(num_tuning_cores=self.threads, verbose_eval=0)
