@@ -29,6 +29,7 @@ def parse_args(argv=None):
     p.add_argument("--beam", type=int, help="beam rows in the decoder (default: latency.beam, HAT: 5)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
     p.add_argument("--target", default="x86")
+    p.add_argument("--pipeline", choices=["canao", "stock"], default="canao")
     p.add_argument("--threads", type=int, help="threads for both engines (PyTorch intra-op and TVM_NUM_THREADS); "
                    "1 avoids per-op thread wake-ups dominating on a loaded machine")
     p.add_argument("--out", help="write the results as JSON (atomically)")
@@ -75,12 +76,12 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     cross_names = [n for n, _ in step.cross_specs(src_len)]
     enc_import = from_torch(encoder, {"src_tokens": src}, name="hat-encoder")
-    enc_build = build(enc_import, target, pipeline="canao")
+    enc_build = build(enc_import, target, pipeline=args.pipeline)
     cross = dict(zip(cross_names, run_vm(enc_build, [src])))
     step_import = from_torch(step, step_inputs(step, prev[:, :1], 0, cross, step.zero_cache()), name="hat-step")
-    step_build = build(step_import, target, pipeline="canao")
+    step_build = build(step_import, target, pipeline=args.pipeline)
     print(f"built encoder ({enc_build.kernels} kernels) and decoder step ({step_build.kernels} kernels) "
-          f"in {time.perf_counter() - start:.1f} s (canao pipeline, untuned)")
+          f"in {time.perf_counter() - start:.1f} s ({args.pipeline} pipeline)")
     order = [s.name for s in step_import.inputs]
 
     import tvm
@@ -112,7 +113,7 @@ def main(argv=None) -> int:
     assert order[:2] == ["tokens", "step"] and order[2:2 + n_cross] == cross_names, order
     err = float(np.abs(tvm_decode().numpy() - torch_run()).max())
     print(f"last-step logits, TVM vs PyTorch: max |err| = {err:.2e}")
-    if err > 1e-3:
+    if not err <= 1e-3:  # NaN included
         print("the compiled decoder does not match PyTorch; not timing it", file=sys.stderr)
         return 1
 
