@@ -147,7 +147,7 @@ def _polynomial_call(call, args):
     return build(args[0])
 
 
-def rewrite_func(func, schedule_cls=None) -> Optional[object]:
+def rewrite_func(func) -> Optional[object]:
     """``func`` with every fp32 erf/exp call in its blocks replaced; None if it has none."""
     global _BINARY
     from tvm import s_tir, tirx
@@ -174,20 +174,15 @@ def rewrite_func(func, schedule_cls=None) -> Optional[object]:
 
 def _all_blocks(sch):
     """Every block below the root, outermost first."""
+    from tvm.s_tir.dlight.analysis import get_root_block
+
     out = []
-    root = _root(sch)
-    frontier = list(sch.get_child_blocks(root))
+    frontier = list(sch.get_child_blocks(get_root_block(sch)))
     while frontier:
         blk = frontier.pop(0)
         out.append(blk)
         frontier.extend(sch.get_child_blocks(blk))
     return out
-
-
-def _root(sch):
-    from tvm.s_tir.dlight.analysis import get_root_block
-
-    return get_root_block(sch)
 
 
 def has_transcendental(func) -> bool:

@@ -4,7 +4,7 @@ A rule that hits a case it did not foresee (a schedule primitive refuses, an odd
 returns None, so ApplyDefaultSchedule tries the next rule and, failing all, leaves the stock
 (unscheduled, correct) PrimFunc in place.
 """
-from tvm import s_tir, tirx
+from tvm import tirx
 from tvm.s_tir.dlight import ScheduleRule
 
 from ..target_traits import cpu_traits
@@ -32,4 +32,4 @@ class CPURule(ScheduleRule):
         raise NotImplementedError
 
 
-__all__ = ["CPURule", "s_tir"]
+__all__ = ["CPURule"]

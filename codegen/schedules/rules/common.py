@@ -1,6 +1,6 @@
 """Small schedule idioms shared by the rules: block structure queries, safe primitives, vector loops."""
 import logging
-from typing import List, Optional
+from typing import Optional
 
 from tvm import s_tir, tirx
 from tvm.ir.expr import TensorLoad
@@ -236,6 +236,3 @@ def _dtype_bits(sch, block_rv) -> int:
 
 dtype_bits = _dtype_bits
 
-
-def blocks_named(sch, names: List[str]):
-    return [sch.get_sblock(n) for n in names]

@@ -79,8 +79,7 @@ def _row_loops(sch, blocks, leads) -> int:
         count += 1
         if product == rows:
             break
-    if count == len(anchor_loops) and len(anchor_loops) > 1 and product == rows and "R" in anchor_kinds:
-        return count
+    # keep at least one loop of the last block inside the row loop (the one vectorised)
     return min(count, len(anchor_loops) - 1) if len(anchor_loops) > 1 else count
 
 
