@@ -59,6 +59,8 @@ setup(
         "matplotlib",
         "pyyaml",
         "onnxruntime>=1.18",
+        # e-graph engine of the polynomial rewriter; exact: its extractor reads egglog's serialized graph
+        "egglog==13.2.0",
     ],
     extras_require={
         # LiteRT (TFLite/XNNPACK) baseline and its torch converter (~1.2 GB with jax).

@@ -4,6 +4,7 @@
     OUT/params.npz     weights main() takes after the inputs, as arr_0..arr_N in order
     OUT/manifest.json  model, inputs, target, pipeline, versions, op/kernel counts, numeric check
     OUT/reference.npz  example inputs and the framework's output on them (for on-device checks)
+    OUT/fusion_plan.json  the LP-Fusion plan: groups, mapping types, edge decisions, rewrites
     OUT/tokenizer/     the model's own tokenizer files, when it has one
 """
 import hashlib
@@ -51,6 +52,8 @@ def write(out_dir, compiled, imported, check: dict, reference: Optional[dict], f
         if reference is not None:
             np.savez(tmp / "reference.npz", **{f"input:{k}": v for k, v in reference["inputs"].items()},
                      output=reference["output"])
+        for name, report in compiled.reports.items():
+            (tmp / f"{name}_plan.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
         if imported.tokenizer_dir:
             (tmp / "tokenizer").mkdir()
             for name in TOKENIZER_FILES:
@@ -70,6 +73,7 @@ def write(out_dir, compiled, imported, check: dict, reference: Optional[dict], f
             "num_params": len(compiled.params),
             "param_bytes": int(sum(p.nbytes for p in compiled.params)),
             "check": check,
+            "plans": {name: f"{name}_plan.json" for name in compiled.reports},
             "versions": versions(),
         }
         if extra:

@@ -38,6 +38,7 @@ class CompiledModel:
     stages: List[StageStats] = field(default_factory=list)
     kernels: int = 0
     mod: "object" = None  # the lowered Relax module, kept for inspection
+    reports: dict = field(default_factory=dict)  # what stages reported (e.g. "fusion": the LP-Fusion plan)
 
     def export(self, path: str) -> None:
         """Write the shared library (cross-linked for the target's architecture)."""
@@ -135,6 +136,7 @@ def build(imported, target_spec: TargetSpec, pipeline: str = "canao", on_stage=N
     import tvm
 
     check_cross_compiler(target_spec)
+    options = options if options is not None else {}  # stages write their reports into it
     mod, params, stats = prepare(imported, target_spec, pipeline, options)
     mod, lowered_stats = lower(mod, target_spec, pipeline, on_stage=on_stage, options=options)
     stats += lowered_stats[1:]
@@ -144,7 +146,8 @@ def build(imported, target_spec: TargetSpec, pipeline: str = "canao", on_stage=N
     except Exception as exc:
         raise CanaoError(f"code generation for {target_spec.name} failed: {str(exc).splitlines()[0][:300]}",
                          "report the model; try --pipeline stock to see whether LP-Fusion is the cause") from exc
-    return CompiledModel(executable, params, target_spec, pipeline, stats, kernels, mod)
+    reports = {k: v for k, v in options.get("reports", {}).items() if not k.startswith("_")}
+    return CompiledModel(executable, params, target_spec, pipeline, stats, kernels, mod, reports)
 
 
 def fused_kernel_count(stats: List[StageStats]) -> int:

@@ -15,6 +15,20 @@ def add_target_args(p, default: str = "x86") -> None:
     p.add_argument("--pipeline", choices=("canao", "stock"), default="canao",
                    help="canao = LP-Fusion + default schedules; stock = TVM's default Relax pipeline")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads (default: all cores)")
+    add_fusion_args(p)
+
+
+def add_fusion_args(p) -> None:
+    p.add_argument("--yellow", choices=("measure", "default", "fuse", "split"), default="measure",
+                   help="how LP-Fusion settles legal-but-uncertain fusions: measure both versions on the target "
+                   "(cached; falls back to 'default' for targets that do not run here), the default policy, or all one way")
+
+
+def build_options(args) -> dict:
+    options = {"yellow": getattr(args, "yellow", "measure")}
+    if getattr(args, "tuning_db", None):
+        options["tuning_db"] = args.tuning_db
+    return options
 
 
 def set_threads(threads: int) -> None:

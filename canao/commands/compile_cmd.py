@@ -1,7 +1,7 @@
 """`canao compile`: import, fuse, build for a target, check numbers, write the artifact folder."""
 import numpy as np
 
-from .common import add_model_args, add_target_args, load, set_threads
+from .common import add_model_args, add_target_args, build_options, load, set_threads
 
 DEFAULT_ATOL = 1e-3
 
@@ -42,7 +42,7 @@ def run(args) -> int:
         raise CanaoError(f"output folder {args.out} already exists", "pass --force to replace it, or choose another -o")
     with console.status(f"importing {args.model}"):
         imported = load(args)
-    options = {"tuning_db": args.tuning_db} if args.tuning_db else {}
+    options = build_options(args)
     with console.status(f"building for {target.name} ({args.pipeline} pipeline)") as status:
         compiled = build(imported, target, args.pipeline, options=options,
                          on_stage=lambda s: status.update(f"building for {target.name}: {s} done"))

@@ -11,20 +11,28 @@ def register(sub) -> None:
     add_model_args(p)
     p.add_argument("--target", "-t", default="x86", help="target the pipelines are run for (default x86)")
     p.add_argument("--ops", action="store_true", help="also list Relax operator counts by operator")
+    p.add_argument("--fusion", action="store_true",
+                   help="show the LP-Fusion plan: groups, mapping types, edge decisions (green/yellow/red), rewrites")
+    from .common import add_fusion_args
+
+    add_fusion_args(p)
     p.add_argument("--json", help="write the counts as JSON (kernels: {stock: N, canao: M}, stages, ops)")
     p.set_defaults(func=run)
 
 
-def collect(imported, target, pipelines=("stock", "canao")) -> dict:
+def collect(imported, target, pipelines=("stock", "canao"), options=None) -> dict:
     from ..codegen.build import lower, prepare
 
     report = {"model": imported.name, "target": target.name, "pipelines": {}, "kernels": {}}
     for name in pipelines:
-        mod, params, stats = prepare(imported, target, name)
-        _, lowered = lower(mod, target, name)
+        opts = dict(options or {})
+        mod, params, stats = prepare(imported, target, name, opts)
+        _, lowered = lower(mod, target, name, options=opts)
         stats += lowered[1:]
         report["pipelines"][name] = [s.to_json() for s in stats]
         report["kernels"][name] = stats[-1].kernels
+        if "fusion" in opts.get("reports", {}):
+            report["fusion"] = opts["reports"]["fusion"]
     return report
 
 
@@ -40,8 +48,10 @@ def run(args) -> int:
     target = resolve_target(args.target)
     with console.status(f"importing {args.model}"):
         imported = load(args)
+    from .common import build_options
+
     with console.status("running the stock and canao pipelines"):
-        report = collect(imported, target)
+        report = collect(imported, target, options=build_options(args))
     for name, stages in report["pipelines"].items():
         table = Table(title=f"{imported.name} — {name} pipeline ({target.name})")
         table.add_column("stage")
@@ -55,6 +65,12 @@ def run(args) -> int:
         if args.ops:
             first = stages[0]["ops"]
             console.print("  import ops: " + ", ".join(f"{k.replace('relax.', '')}={v}" for k, v in first.items()))
+    if args.fusion and "fusion" in report:
+        from ..fusion.plan import FusionPlan
+
+        f = report["fusion"]
+        plan = FusionPlan(f["groups"], f["edges"], f["rewrites"], f["kernels_before"], f["kernels_after"], target.name)
+        print(plan.to_text())
     k = report["kernels"]
     console.print(f"kernels per inference: stock {k['stock']}, canao {k['canao']} "
                   f"(ratio {k['canao'] / max(1, k['stock']):.2f})")

@@ -1,0 +1,3 @@
+"""LP-Fusion's graph rewrites on Relax operators (before legalization)."""
+from .algebra import ALGEBRA_RULES
+from .base import RewriteRecord, Rule, apply_rule, rule_pass
