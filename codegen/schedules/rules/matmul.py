@@ -5,12 +5,14 @@ one reduction var read by both operands; the operand whose innermost index is C'
 spatial var is the "vector" operand B (loads of nr consecutive values), the other is broadcast.
 
 Schedule (the classic outer-product micro-kernel):
-    parallel for (batch.., n_outer, m_outer):            # or (batch.., m_outer) if an epilogue
-        for k:                                            #   reduces along n (LayerNorm)
+    parallel for (batch.., n_outer, m_outer):            # or (batch.., m_task) / n_outer / m_mid
+        for k:                                            #   if an epilogue reduces along n
             unroll mi < mr: unroll nv: vector nl < lanes:  C_tile[mi, nv*lanes+nl] += A * B
         epilogue blocks, computed on the tile and vectorised
 The mr x nr accumulator tile (e.g. 8 x 32 fp32 = 16 zmm registers on AVX-512) lives in registers
-for the whole k loop; n_outer outside m_outer keeps the K x nr panel of B hot in L1/L2.
+for the whole k loop; n_outer outside m_outer keeps the K x nr panel of B hot in L1/L2. When an
+epilogue reduces along n, each parallel task owns whole rows (one task per core) and loops
+n_outer over its row tiles, so B is still read once per task.
 """
 from dataclasses import dataclass
 from typing import List, Optional
@@ -177,10 +179,18 @@ class Matmul(CPURule):
         else:
             n_vec, n_lane = None, n_inner
         outer = [loops[i] for i in shape.outer]
-        tiles = [lp for lp in ([m_outer, n_outer] if row_mode else [n_outer, m_outer]) if lp is not None]
         inner = [lp for lp in (m_inner, n_vec, n_lane) if lp is not None]
-        sch.reorder(*outer, *tiles, loops[shape.k], *inner)
-        par_loops = outer + (tiles[:1] if row_mode and len(tiles) > 1 else tiles)
+        if row_mode and m_outer is not None:
+            # Whole rows per task: one task per core, its row tiles inside the n loop so each
+            # K x nr panel of B is read once per task (not once per row tile).
+            tasks = largest_divisor(m_ext // mr, max(traits.num_cores, 1))
+            m_task, m_mid = sch.split(m_outer, factors=[tasks, None])
+            sch.reorder(*outer, m_task, n_outer, m_mid, loops[shape.k], *inner)
+            par_loops = outer + [m_task]
+        else:
+            tiles = [lp for lp in (n_outer, m_outer) if lp is not None]
+            sch.reorder(*outer, *tiles, loops[shape.k], *inner)
+            par_loops = outer + tiles
         par = sch.fuse(*par_loops) if len(par_loops) > 1 else par_loops[0]
         if traits.num_cores > 1:
             sch.parallel(par)
