@@ -83,6 +83,10 @@ class EmulatedDevice:
 
     def start(self, detach: bool = False) -> "EmulatedDevice":
         """Launch the server and wait until it listens (``import tvm`` under qemu takes 6-12 s)."""
+        return self.launch().wait_ready(detach)
+
+    def launch(self) -> "EmulatedDevice":
+        """Start the process without waiting (boot several devices, or build, meanwhile)."""
         if self.log_path is None:
             registry_dir().mkdir(parents=True, exist_ok=True)
             self.log_path = registry_dir() / f"device-{self.port}.log"
@@ -92,6 +96,10 @@ class EmulatedDevice:
         # device outlives the CLI that started it.
         self.proc = subprocess.Popen(self.command(), stdout=self._log_file, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True, cwd="/tmp")
+        return self
+
+    def wait_ready(self, detach: bool = False) -> "EmulatedDevice":
+        """Block until the launched server listens; a failure stops it and raises a one-line error."""
         try:
             self._wait_ready()
         except BaseException:
@@ -206,12 +214,14 @@ def registered_devices() -> List[dict]:
 
 
 def _group_alive(pid) -> bool:
+    """The recorded device still runs (and the pid was not reused by some other program)."""
     if not pid:
         return False
     try:
-        os.killpg(int(pid), 0)
-        return True
-    except (ProcessLookupError, PermissionError):
+        import psutil
+
+        return DEVICE_MAIN.name in " ".join(psutil.Process(int(pid)).cmdline())
+    except Exception:  # psutil.NoSuchProcess, AccessDenied
         return False
 
 

@@ -34,11 +34,8 @@ class RemoteModel:
         lib_path = Path(lib_path)
         arch = device_arch or normalize_arch(session.system_triple()) or DEFAULT_DEVICE_ARCH
         check_library_arch(lib_path, arch)  # before any upload
-        digest = hashlib.sha1(lib_path.read_bytes()).hexdigest()[:12]
-        name = f"canao-{digest}.so"
+        lib = _load_once(session, lib_path)
         remote = session.remote
-        session.call("upload", lambda: remote.upload(str(lib_path), target=name))
-        lib = session.call("load_module", lambda: remote.load_module(name))
         self.dev = remote.cpu()
         self.vm = session.call("create the VM", lambda: relax.VirtualMachine(lib, self.dev))
         self.params = session.call("upload weights",
@@ -65,6 +62,23 @@ class RemoteModel:
         result = self.session.call("time main", lambda: evaluator(*args, *self.params),
                                    timeout=self.session.call_timeout * max(1, repeat * number // 5 + 1))
         return [float(seconds) * 1e3 for seconds in result.results]
+
+
+def _load_once(session: DeviceSession, lib_path: Path):
+    """Upload and load a library once per session.
+
+    Why: uploading again to the same remote path rewrites a file the device has mapped; under
+    qemu the next load of it crashed the session process (seen: segfault in dlsym).
+    """
+    digest = hashlib.sha1(lib_path.read_bytes()).hexdigest()[:16]
+    if digest in session.modules:
+        return session.modules[digest]
+    name = f"canao-{digest}.so"
+    remote = session.remote
+    session.call("upload", lambda: remote.upload(str(lib_path), target=name))
+    lib = session.call("load_module", lambda: remote.load_module(name))
+    session.modules[digest] = lib
+    return lib
 
 
 def _to_numpy(out):

@@ -11,7 +11,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Set, Tuple
 
 from canao.errors import CanaoError
 
@@ -36,15 +36,17 @@ def _fix_for(address: Tuple[str, int]) -> str:
             "canao device start-emulated), or use --tracker HOST:PORT --key KEY to retry on another device")
 
 
-def _session_fds(address: Tuple[str, int]) -> List[int]:
-    """File descriptors of this process's TCP connections to ``address``."""
+def _session_sockets(address: Tuple[str, int]) -> Set[Tuple[int, int]]:
+    """(fd, local port) of this process's TCP connections to ``address``.
+
+    The local port pins the connection: an fd number alone may be reused by another socket
+    after TVM closes the session, and shutting that one down would break someone else's link.
+    """
     import psutil
 
-    out = []
-    for conn in psutil.Process().net_connections("tcp"):
-        if conn.raddr and (conn.raddr.ip, conn.raddr.port) == (_ip(address[0]), address[1]) and conn.fd >= 0:
-            out.append(conn.fd)
-    return out
+    ip = _ip(address[0])
+    return {(conn.fd, conn.laddr.port) for conn in psutil.Process().net_connections("tcp")
+            if conn.raddr and (conn.raddr.ip, conn.raddr.port) == (ip, address[1]) and conn.fd >= 0}
 
 
 def _ip(host: str) -> str:
@@ -54,9 +56,10 @@ def _ip(host: str) -> str:
         return host
 
 
-def _shutdown_fds(fds: List[int]) -> None:
-    """Shut down (not close: TVM still owns the fd) so that a blocked recv/send returns at once."""
-    for fd in fds:
+def _shutdown(address: Tuple[str, int], sockets: Set[Tuple[int, int]]) -> None:
+    """Shut down (not close: TVM still owns the fd) our sockets that are still connected to
+    ``address``, so that a blocked recv/send returns at once and the server ends the session."""
+    for fd, _ in sockets & _session_sockets(address):
         try:
             sock = socket.socket(fileno=fd)
             try:
@@ -68,7 +71,7 @@ def _shutdown_fds(fds: List[int]) -> None:
 
 
 def watchdog(fn: Callable, timeout: float, what: str, address: Tuple[str, int],
-             fds: Optional[Callable[[], List[int]]] = None):
+             sockets: Callable[[], Set[Tuple[int, int]]]):
     """Run ``fn()`` with a deadline; on expiry unblock it through its sockets and raise DeviceError."""
     box = {}
 
@@ -82,7 +85,7 @@ def watchdog(fn: Callable, timeout: float, what: str, address: Tuple[str, int],
     worker.start()
     worker.join(timeout)
     if worker.is_alive():
-        _shutdown_fds(fds() if fds else _session_fds(address))
+        _shutdown(address, sockets())
         worker.join(10)
         raise DeviceError(f"device {address[0]}:{address[1]} did not answer ({what}) within {timeout:.0f} s",
                           _fix_for(address))
@@ -108,8 +111,9 @@ class DeviceSession:
     address: Tuple[str, int]
     key: str = ""
     call_timeout: float = DEFAULT_CALL_TIMEOUT
-    fds: List[int] = field(default_factory=list)
+    sockets: Set[Tuple[int, int]] = field(default_factory=set)
     dead: bool = False
+    modules: dict = field(default_factory=dict)  # library digest -> loaded remote module
 
     @property
     def device(self):
@@ -120,7 +124,7 @@ class DeviceSession:
         if self.dead:
             raise DeviceError(f"device {self.address[0]}:{self.address[1]} already dropped", _fix_for(self.address))
         try:
-            return watchdog(fn, timeout or self.call_timeout, what, self.address, lambda: self.fds)
+            return watchdog(fn, timeout or self.call_timeout, what, self.address, lambda: self.sockets)
         except DeviceError:
             self.dead = True
             raise
@@ -139,8 +143,13 @@ class DeviceSession:
         return self.call("query the device", query, timeout=60)
 
     def close(self) -> None:
-        """Drop our reference; TVM closes the socket when the session object goes away."""
+        """End the session now. Why not just drop the reference: any remote object still alive
+        (a leaked tensor, a reference cycle) keeps TVM's connection open, and the device serves
+        one session at a time, so everyone else would wait."""
+        if not self.dead or self.remote is not None:
+            _shutdown(self.address, self.sockets)
         self.remote = None
+        self.modules = {}
         self.dead = True
 
     def __enter__(self) -> "DeviceSession":
@@ -176,12 +185,10 @@ def open_session(address: Tuple[str, int], matchkey: str, session_timeout: float
     """``tvm.rpc.connect`` under the watchdog (a wedged server otherwise hangs the connect)."""
     from tvm import rpc
 
-    before = set(_session_fds(address))
+    before = _session_sockets(address)
     remote = watchdog(lambda: rpc.connect(address[0], address[1], key=matchkey, session_timeout=session_timeout),
-                      connect_timeout, "connect", address,
-                      lambda: [fd for fd in _session_fds(address) if fd not in before])
-    fds = [fd for fd in _session_fds(address) if fd not in before]
-    return DeviceSession(remote, address, key, call_timeout, fds)
+                      connect_timeout, "connect", address, lambda: _session_sockets(address) - before)
+    return DeviceSession(remote, address, key, call_timeout, _session_sockets(address) - before)
 
 
 def request_device(tracker: Tuple[str, int], key: str, queue_timeout: float,
