@@ -10,9 +10,12 @@ STAGE_NAME = "tuning-database"
 STAGE_ORDER = 10  # before the default schedules (90): tuned kernels first, defaults for the rest
 
 
-def apply_database(work_dir):
+def apply_database(work_dir, target=None):
     """MetaSchedule's ApplyDatabase over ``work_dir``: tuned kernels replace their PrimFuncs and
-    are marked scheduled, so later schedule rules leave them alone."""
+    are marked scheduled, so later schedule rules leave them alone. The pass binds the target
+    current when it is made (``target`` if given)."""
+    import contextlib
+
     from tvm import relax
 
     store = TuningStore(work_dir)
@@ -20,13 +23,14 @@ def apply_database(work_dir):
         raise CanaoError(f"no tuning database in {work_dir}",
                          f"run `canao tune MODEL --target T --db {work_dir}` first, or drop the tuning_db option")
     store.repair()
-    return relax.transform.MetaScheduleApplyDatabase(str(store.dir), enable_warning=False)
+    with target if target is not None else contextlib.nullcontext():
+        return relax.transform.MetaScheduleApplyDatabase(str(store.dir), enable_warning=False)
 
 
 def database_stage(target, options: dict):
     """Pipeline factory: the database pass when ``options["tuning_db"]`` is set, else None."""
     work_dir = (options or {}).get("tuning_db")
-    return apply_database(work_dir) if work_dir else None
+    return apply_database(work_dir, target) if work_dir else None
 
 
 register_stage("schedule", STAGE_NAME, database_stage, order=STAGE_ORDER)

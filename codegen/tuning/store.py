@@ -111,8 +111,12 @@ class TuningStore:
     def load_cost_model(self, cost_model) -> bool:
         if not self.cost_model_path.exists():
             return False
+        import warnings
+
         try:
-            cost_model.load(str(self.cost_model_path))
+            with warnings.catch_warnings():  # xgboost guessing the format of "model.bin"
+                warnings.simplefilter("ignore")
+                cost_model.load(str(self.cost_model_path))
             return True
         except Exception:  # a stale or unreadable model only costs warm-up time
             return False

@@ -86,38 +86,49 @@ def tune(mod, target_spec, work_dir, trials: int, time_budget_s: Optional[float]
     store = TuningStore(work_dir)
     manifest = _check_manifest(store, target_spec)
     if not tasks:
-        return _report(store, target_spec, tasks, {}, manifest, trials, 0, start, False)
-    load_tensor_intrinsics(target_spec)
-    database = store.open_database()
+        return _report(store, target_spec, tasks, {}, manifest, trials, 0, time.perf_counter() - start, False)
     counts = {t.key: store.record_counts().get(t.key, 0) for t in tasks}
-    tuner = _SliceTuner(target_spec, store, database, builder, runner, tasks, seed)
     before = sum(counts.values())
+    earlier_seconds = manifest.get("tuning_seconds", 0.0)  # wall time of earlier runs on this dir
     stopped = False
+    tuner = database = None
     with _Progress(progress, trials, before) as bars:
         while True:
             targets = _targets(tasks, trials, counts, manifest)
             pending = [t for t in tasks if not _exhausted(manifest, t) and counts[t.key] < targets[t.key]]
             if not pending:
                 break
+            if tuner is None:  # only now: a finished database is not even opened for writing
+                load_tensor_intrinsics(target_spec)
+                database = store.open_database()
+                tuner = _SliceTuner(target_spec, store, database, builder, runner, tasks, seed)
             measured_in_round = 0
             for task in pending:
                 if time_budget_s is not None and time.perf_counter() - start >= time_budget_s:
                     stopped = True
                     break
                 want = _slice_size(targets[task.key] - counts[task.key], slice_trials)
-                slice_start = time.perf_counter()
-                got = tuner.run(task, want, counts[task.key], bars)
+                got = tuner.run(task, want, counts[task.key], bars, on_batch=lambda: _save_time(
+                    store, manifest, earlier_seconds + time.perf_counter() - start))
                 counts[task.key] += got
                 measured_in_round += got
                 entry = manifest["tasks"].setdefault(task.key, {"name": task.name})
                 entry["exhausted"] = got < want
-                manifest["tuning_seconds"] = manifest.get("tuning_seconds", 0.0) + time.perf_counter() - slice_start
-                store.save_manifest(manifest)
+                _save_time(store, manifest, earlier_seconds + time.perf_counter() - start)
                 store.save_cost_model(tuner.cost_model)
             if stopped or measured_in_round == 0:
                 break
+    elapsed = time.perf_counter() - start
+    if sum(counts.values()) > before:  # a run with nothing left to tune adds no tuning time
+        _save_time(store, manifest, earlier_seconds + elapsed)
     return _report(store, target_spec, tasks, _targets(tasks, trials, counts, manifest), manifest, trials,
-                   sum(counts.values()) - before, start, stopped, database)
+                   sum(counts.values()) - before, elapsed, stopped, database)
+
+
+def _save_time(store: TuningStore, manifest: dict, seconds: float) -> None:
+    """Tuning time so far, written with every batch so a killed run's time is not lost either."""
+    manifest["tuning_seconds"] = seconds
+    store.save_manifest(manifest)
 
 
 def _slice_size(remaining: int, slice_trials: int) -> int:
@@ -169,7 +180,7 @@ class _SliceTuner:
         loggers = get_loggers_from_work_dir(str(store.dir), [t.name for t in tasks])
         self.loggers = {t.key: lg for t, lg in zip(tasks, loggers)}
 
-    def run(self, task: TuningTask, trials: int, trials_before: int, bars) -> int:
+    def run(self, task: TuningTask, trials: int, trials_before: int, bars, on_batch=None) -> int:
         """Tune ``task`` for one batch of ``trials``; returns how many were measured."""
         from tvm.s_tir import meta_schedule as ms
 
@@ -179,7 +190,12 @@ class _SliceTuner:
                              search_strategy="evolutionary", task_name=task.name,
                              logger=self.loggers[task.key], num_threads=self.threads,
                              rand_state=(int(task.key) + 7919 * trials_before + self.seed) % (2**31 - 2) + 1)
-        counter = make_progress_callback(bars.on_measured)
+        def measured(n):
+            bars.on_measured(n)
+            if on_batch is not None:
+                on_batch()
+
+        counter = make_progress_callback(measured)
         bars.start_task(task.name, trials)
         ms.tune_tasks(tasks=[ctx], task_weights=[1.0], work_dir=str(self.store.dir), max_trials_global=trials,
                       max_trials_per_task=trials, num_trials_per_iter=trials, builder=self.builder,
@@ -215,13 +231,15 @@ def _best_us(database, task: TuningTask) -> Optional[float]:
     return 1e6 * sum(secs) / len(secs)
 
 
-def _report(store, target_spec, tasks, targets, manifest, trials, new, start, stopped, database=None):
+def _report(store, target_spec, tasks, targets, manifest, trials, new, elapsed, stopped, database=None):
+    if database is None and tasks and store.exists():
+        database = store.open_database()
     counts = store.record_counts()
     results = [TaskResult(t.name, t.key, t.weight, t.flop, counts.get(t.key, 0), targets.get(t.key, 0),
                           _exhausted(manifest, t), _best_us(database, t)) for t in tasks]
     complete = all(r.exhausted or r.trials >= r.target_trials for r in results)
     return TuningReport(str(store.dir), target_spec.name, trials, sum(counts.get(t.key, 0) for t in tasks), new,
-                        time.perf_counter() - start, manifest.get("tuning_seconds", 0.0), complete, stopped,
+                        elapsed, manifest.get("tuning_seconds", 0.0), complete, stopped,
                         results)
 
 
