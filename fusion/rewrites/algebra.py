@@ -162,10 +162,17 @@ class HoistMaskTest(Rule):
 
     @staticmethod
     def _from_matmul(view, expr):
+        """A matmul's output seen through layout ops and finite scalar scalings."""
         value = view.value(expr)
-        while op_name(value) in _LAYOUT_OPS:
-            value = view.value(value.args[0])
-        return op_name(value) == "relax.matmul"
+        while True:
+            name = op_name(value)
+            if name in _LAYOUT_OPS:
+                value = view.value(value.args[0])
+            elif name == "relax.multiply" and any(
+                    scalar_constant(a) is not None and np.isfinite(scalar_constant(a)) for a in value.args):
+                value = view.value(next(a for a in value.args if scalar_constant(a) is None))
+            else:
+                return name == "relax.matmul"
 
 
 class WhereZeroLikeToScalar(Rule):

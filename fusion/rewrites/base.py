@@ -66,8 +66,8 @@ class Rule:
 
 
 def apply_rule(mod: tvm.IRModule, rule: Rule, records: List[RewriteRecord]) -> tvm.IRModule:
-    """Apply ``rule`` to every Relax function with dataflow in ``mod``."""
-    out = mod
+    """Apply ``rule`` to every Relax function with dataflow in ``mod`` (which is left untouched)."""
+    out = tvm.IRModule(dict(mod.functions.items()), attrs=mod.attrs)  # the builder adds to its module
     for gv, func in list(mod.functions.items()):
         if not isinstance(func, relax.Function) or func.attrs is not None and "Primitive" in func.attrs:
             continue

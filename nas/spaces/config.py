@@ -14,8 +14,10 @@ CONV_TYPES = ("dynamic", "lightweight")
 
 
 def configs_dir() -> Path:
-    """The repository's top-level configs/ folder (the project is installed editable)."""
-    return Path(__file__).resolve().parents[2] / "configs"
+    """The bundled configs: the top-level configs/ folder, installed as package canao.configs."""
+    from canao import configs
+
+    return Path(configs.__file__).resolve().parent
 
 
 def resolve_config(name_or_path) -> Path:

@@ -202,8 +202,14 @@ class Matmul(CPURule):
         sch.vectorize(init_loops[-1])
         placed = {main_name, sch.get(init).name_hint}
         # Epilogue blocks follow the tile: each is computed right after its tile is accumulated.
+        # Only blocks that iterate exactly the matmul's output space (spatial x reduced, as a
+        # LayerNorm row does) may follow it: a block over a larger space (a concat of this
+        # output with another tensor) would be computed only where the tile is.
+        out_space = _iteration_space(sch, main, spatial_only=True)
         for name in after:
             blk = sch.get_sblock(name)
+            if _iteration_space(sch, blk) != out_space:
+                continue
             if attempt(sch.reverse_compute_at, blk, par, preserve_unit_loops=True):
                 placed.add(name)
                 if is_spatial(sch, blk):
@@ -224,6 +230,19 @@ def _column_tile(n: int, preferred: int, lanes: int) -> int:
         if width and n % width == 0:
             return width
     return largest_divisor(n, preferred)
+
+
+def _iteration_space(sch, blk, spatial_only: bool = False):
+    """Product of the block's iteration extents (spatial ones only if asked); None if symbolic."""
+    total = 1
+    for iv in sch.get(blk).iter_vars:
+        if spatial_only and int(iv.iter_type) != 0:
+            continue
+        try:
+            total *= int(iv.dom.extent)
+        except TypeError:
+            return None
+    return total
 
 
 def _writes_param(block, func) -> bool:

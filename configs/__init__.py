@@ -1,0 +1,1 @@
+"""Search-space and experiment configs (one YAML per experiment), shipped as package data."""
