@@ -137,7 +137,12 @@ class EmulatedDevice:
         """End the server and its session processes; safe to call twice."""
         if self.proc is None:
             return
-        _stop_group(self.proc.pid, grace)
+        _signal_group(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=grace)  # also reaps a device that was already killed
+        except subprocess.TimeoutExpired:
+            pass
+        _signal_group(self.proc.pid, signal.SIGKILL)  # session processes left in the group
         try:
             self.proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
@@ -179,14 +184,11 @@ def _signal_group(pid: int, sig: int) -> bool:
 
 
 def _stop_group(pid: int, grace: float) -> None:
+    """SIGTERM a detached device's process group, SIGKILL what is left after ``grace``."""
     if not _signal_group(pid, signal.SIGTERM):
         return
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return
+    while time.monotonic() < deadline and _group_alive(pid):
         time.sleep(0.1)
     _signal_group(pid, signal.SIGKILL)
 

@@ -21,9 +21,9 @@ class LocalTracker:
         return f"{self.host}:{self.port}"
 
     def start(self) -> "LocalTracker":
-        from tvm import rpc
+        from tvm.rpc.tracker import Tracker
 
-        self._tracker = rpc.Tracker(self.host, self.port, self.port + 1, silent=True)
+        self._tracker = Tracker(self.host, self.port, self.port + 1, silent=True)
         self.port = self._tracker.port
         return self
 
