@@ -111,6 +111,7 @@ def plan_groups(graph: KernelGraph, decide_yellow: Callable[[Grouping, int, int,
                 edge.reason = f"{reason}; not fused: {blocked}"
                 continue
             if colour == YELLOW and not decide_yellow(g, a, b, edge):
+                edge.reason += "; kept apart" + (" (measured faster apart)" if edge.measured else "")
                 continue
             g.parent[b] = a
             g.members[a] |= g.members.pop(b)
