@@ -1,0 +1,160 @@
+"""Latency predictors trained on a latency dataset, and the metrics they report about themselves.
+
+* ``FusionPredictor`` (CANAO's): the compiled plan's kernels, each timed from the dataset when its
+  structural signature was measured, else predicted by XGBoost from its features (op kinds, mapping
+  kind, FLOPs, bytes, shapes); the per-call sum times calls, then a linear calibration fitted on
+  whole-model measurements (the sum misses the VM's own overhead between calls).
+* ``ArchMLP`` (HAT's): a small MLP on architecture features (hidden, depth, mean FFN, mean heads,
+  LSRA layers, params, MACs) -> latency."""
+import math
+import os
+import pickle
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+from canao.errors import CanaoError
+
+from .kernels import OP_KINDS
+
+KINDS = ["One-to-One", "One-to-Many", "Reorganize", "Shuffle", "Many-to-Many (GEMM)", "Many-to-Many (reduce)", "other"]
+
+
+def metrics(pred: Sequence[float], true: Sequence[float]) -> Dict[str, float]:
+    """rmse_ms, mape (%), within_5pct / within_10pct (shares 0..1) of |pred-true|/true, n_heldout."""
+    p, t = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    if len(p) != len(t) or len(t) == 0:
+        raise CanaoError(f"{len(p)} predictions for {len(t)} measurements", "evaluate on a non-empty held-out set")
+    rel = np.abs(p - t) / t
+    return {"rmse_ms": float(np.sqrt(np.mean((p - t) ** 2))), "mape": float(100 * rel.mean()),
+            "within_5pct": float(np.mean(rel <= 0.05)), "within_10pct": float(np.mean(rel <= 0.10)),
+            "n_heldout": int(len(t))}
+
+
+def holdout_split(rows: List[dict], heldout: float = 0.2, seed: int = 0):
+    """Held-out architectures: a seeded share of the rows (never fewer than 1, never all)."""
+    if len(rows) < 2:
+        raise CanaoError(f"{len(rows)} measured architectures cannot be split", "measure at least 2 (-n 2)")
+    idx = np.random.default_rng(seed).permutation(len(rows))
+    k = min(len(rows) - 1, max(1, int(round(len(rows) * heldout))))
+    return [rows[i] for i in sorted(idx[k:])], [rows[i] for i in sorted(idx[:k])]
+
+
+def kernel_features(k: dict) -> List[float]:
+    dims = [d for s in k["shapes"] for d in s] or [1]
+    return ([1.0 if o in k["ops"] else 0.0 for o in OP_KINDS] + [1.0 if k["kind"] == c else 0.0 for c in KINDS]
+            + [math.log1p(k["flops"]), math.log1p(k["bytes"]), float(len(k["shapes"])), math.log1p(max(dims)),
+               math.log1p(float(np.prod([max(1, d) for d in (k["shapes"][-1] if k["shapes"] else [1])])))])
+
+
+class FusionPredictor:
+    name = "fusion-aware (kernel sum + XGBoost + calibration)"
+
+    def fit(self, rows: List[dict]) -> "FusionPredictor":
+        import xgboost as xgb
+
+        samples: Dict[str, list] = {}
+        feats: Dict[str, dict] = {}
+        for r in rows:
+            for k in r["kernels"]:
+                if k.get("ms_per_call"):
+                    samples.setdefault(k["signature"], []).append(k["ms_per_call"])
+                    feats[k["signature"]] = k
+        self.known = {s: float(np.median(v)) for s, v in samples.items()}
+        X = np.array([kernel_features(feats[s]) for s in self.known])
+        y = np.log(np.array([self.known[s] for s in self.known]) + 1e-6)
+        self.model = xgb.train({"max_depth": 4, "eta": 0.1, "seed": 0, "nthread": 1, "objective": "reg:squarederror"},
+                               xgb.DMatrix(X, label=y), num_boost_round=200)
+        sums = np.array([self.plan_sum(r["kernels"]) for r in rows])
+        lat = np.array([r["latency"]["mean_ms"] for r in rows])
+        self.a, self.b = (np.polyfit(sums, lat, 1) if len(rows) >= 2 and np.ptp(sums) > 0 else (1.0, 0.0))
+        return self
+
+    def plan_sum(self, kernels: List[dict]) -> float:
+        unknown = [k for k in kernels if k["signature"] not in self.known]
+        guessed = {}
+        if unknown:
+            import xgboost as xgb
+
+            pred = np.exp(self.model.predict(xgb.DMatrix(np.array([kernel_features(k) for k in unknown]))))
+            guessed = {k["name"]: float(p) for k, p in zip(unknown, pred)}
+        return float(sum(k["calls"] * self.known.get(k["signature"], guessed.get(k["name"], 0.0)) for k in kernels))
+
+    def predict_kernels(self, kernels: List[dict]) -> float:
+        return float(self.a * self.plan_sum(kernels) + self.b)
+
+    def predict_rows(self, rows: List[dict]) -> List[float]:
+        """Held-out rows: their kernels' own measurements are not used (only their plan)."""
+        return [self.predict_kernels(r["kernels"]) for r in rows]
+
+
+def arch_features(genes: dict, count: dict) -> List[float]:
+    enc = genes["encoder"]
+    return [enc["hidden"], enc["layers"], float(np.mean(enc["ffn"])), float(np.mean(enc["heads"])),
+            float(sum(t == "lsra" for t in enc.get("type", []))), count["params"] / 1e6, count["macs"] / 1e6]
+
+
+class ArchMLP:
+    name = "HAT arch-feature MLP"
+
+    def fit(self, rows: List[dict], steps: int = 2000, seed: int = 0) -> "ArchMLP":
+        import torch
+
+        torch.manual_seed(seed)
+        X = np.array([arch_features(r["genes"], r["count"]) for r in rows], dtype=np.float32)
+        y = np.array([r["latency"]["mean_ms"] for r in rows], dtype=np.float32)
+        self.scale = np.maximum(np.abs(X).max(0), 1.0)
+        self.y_scale = float(y.max())
+        self.net = torch.nn.Sequential(torch.nn.Linear(X.shape[1], 400), torch.nn.ReLU(), torch.nn.Linear(400, 400),
+                                       torch.nn.ReLU(), torch.nn.Linear(400, 1))
+        opt = torch.optim.Adam(self.net.parameters(), lr=1e-3)
+        xt, yt = torch.tensor(X / self.scale), torch.tensor(y / self.y_scale)
+        for _ in range(steps):
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(self.net(xt).squeeze(-1), yt)
+            loss.backward()
+            opt.step()
+        return self
+
+    def predict_features(self, feats: List[List[float]]) -> List[float]:
+        import torch
+
+        with torch.no_grad():
+            x = torch.tensor(np.asarray(feats, dtype=np.float32) / self.scale)
+            return (self.net(x).squeeze(-1).numpy() * self.y_scale).astype(float).tolist()
+
+    def predict_rows(self, rows: List[dict]) -> List[float]:
+        return self.predict_features([arch_features(r["genes"], r["count"]) for r in rows])
+
+
+PREDICTORS = {"fusion": FusionPredictor, "mlp": ArchMLP}
+
+
+def evaluate(rows: List[dict], heldout: float = 0.2, seed: int = 0) -> Dict[str, dict]:
+    """Train both predictors on the training architectures, report metrics on the held-out ones."""
+    train, test = holdout_split(rows, heldout, seed)
+    true = [r["latency"]["mean_ms"] for r in test]
+    out = {}
+    for key, cls in PREDICTORS.items():
+        p = cls().fit(train)
+        out[key] = {"name": cls.name, "n_train": len(train), **metrics(p.predict_rows(test), true)}
+    return out
+
+
+def save(predictor, path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump(predictor, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load(path):
+    if not Path(path).exists():
+        raise CanaoError(f"no predictor at {path}", "train one with canao predictor train --data DATASET --out FILE")
+    with open(path, "rb") as f:
+        return pickle.load(f)

@@ -1,0 +1,84 @@
+"""Latency dataset resume after an interrupt; predictor metrics computed on held-out architectures."""
+import json
+
+import numpy as np
+import pytest
+
+from canao.codegen import resolve_target
+from canao.errors import CanaoError
+from canao.nas.latency_dataset import build_dataset, kernel_cache_path, read_rows
+from canao.nas.measure import LocalMeasurer, trimmed
+from canao.nas.predictor import evaluate, holdout_split, metrics
+from canao.nas.spaces import load_space
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """3 architectures measured with an interrupt after the first row, then resumed."""
+    space = load_space("bert_minilm_small")
+    out = tmp_path_factory.mktemp("ld") / "rows.jsonl"
+    fast = LocalMeasurer(warmup=1, repeat=5, kernel_repeat=1)
+
+    def stop(i, row):
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        build_dataset(space, resolve_target("x86"), 3, out, seq_len=16, measurer=fast, progress=False, on_row=stop)
+    assert len(read_rows(out)) == 1
+    with open(out, "ab") as f:  # a torn line, as kill -9 in the middle of a write would leave
+        f.write(b'{"genes": {"enc')
+    rows = build_dataset(space, resolve_target("x86"), 3, out, seq_len=16, measurer=fast, progress=False)
+    return space, out, rows
+
+
+def test_resume_neither_duplicates_nor_loses_rows(dataset):
+    space, out, rows = dataset
+    keys = [space.to_json(r["genes"]) for r in rows]
+    assert len(rows) == 3 and len(set(keys)) == 3
+    assert all(line.strip() for line in out.read_text().splitlines())  # the torn line was cut
+    again = build_dataset(space, resolve_target("x86"), 3, out, seq_len=16,
+                          measurer=LocalMeasurer(1, 5, 1), progress=False)
+    assert [space.to_json(r["genes"]) for r in again] == keys  # nothing re-measured
+
+
+def test_rows_carry_the_plan_and_kernels_are_cached_by_signature(dataset):
+    space, out, rows = dataset
+    cache = json.loads(kernel_cache_path(out).read_text())
+    for r in rows:
+        assert r["latency"]["mean_ms"] > 0 and r["latency"]["kept"] <= r["latency"]["n"]
+        assert r["kernels"] and all(k["signature"] in cache for k in r["kernels"])
+        assert all(k["calls"] >= 1 for k in r["kernels"])
+    # a signature shared by two architectures is one cache entry
+    sigs = [k["signature"] for r in rows for k in r["kernels"]]
+    assert len(cache) <= len(set(sigs))
+
+
+def test_predictors_evaluate_on_heldout_architectures(dataset):
+    _, _, rows = dataset
+    train, test = holdout_split(rows, 0.34, seed=0)
+    assert len(test) == 1 and not {id(r) for r in train} & {id(r) for r in test}
+    report = evaluate(rows, heldout=0.34, seed=0)
+    for key in ("fusion", "mlp"):
+        assert report[key]["n_heldout"] == 1 and report[key]["n_train"] == 2
+        assert 0 <= report[key]["within_5pct"] <= report[key]["within_10pct"] <= 1
+
+
+def test_metrics_match_hand_computed_values():
+    m = metrics([1.0, 2.15, 2.97, 5.0], [1.0, 2.0, 3.0, 4.0])
+    # relative errors 0, 0.075, 0.01, 0.25
+    assert m["rmse_ms"] == pytest.approx(np.sqrt((0 + 0.0225 + 0.0009 + 1.0) / 4))
+    assert m["mape"] == pytest.approx(100 * (0 + 0.075 + 0.01 + 0.25) / 4)
+    assert m["within_5pct"] == pytest.approx(0.5)
+    assert m["within_10pct"] == pytest.approx(0.75)
+    assert m["n_heldout"] == 4
+    with pytest.raises(CanaoError):
+        metrics([], [])
+
+
+def test_trimmed_drops_the_extremes_like_hat():
+    t = trimmed([100.0] + [1.0] * 8 + [0.0])
+    assert t["mean_ms"] == pytest.approx(1.0) and t["kept"] == 8
