@@ -5,7 +5,6 @@ runner measures a candidate through the tracker, and a device killed mid-job is 
 other one (the job is retried, nothing is lost, nothing hangs).
 """
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -120,31 +119,60 @@ def test_metaschedule_rpc_runner_measures_through_the_tracker(ready_farm):
 
 def test_device_killed_mid_fan_out_is_replaced_by_the_other(ready_farm, candidates):
     tracker, devices = ready_farm
-    jobs = _jobs(candidates, 4, repeat=10, number=200)  # seconds per job under qemu
+    jobs = _jobs(candidates, 6, repeat=5, number=50)
+    by_address = {f"{d.host}:{d.port}": d for d in devices}
+    killed = []
+
+    def kill_the_other(result):
+        """At the first result, kill the other device: it is mid-job or about to take one of the
+        jobs still queued, so its worker must hit the dead device."""
+        if not killed:
+            victim = next(d for a, d in by_address.items() if a != result.device)
+            victim.kill()
+            killed.append(victim)
+
     box = {}
-
-    def measure():
-        box["results"] = fan_out(jobs, tracker.address, KEY, retries=2, call_timeout=120, queue_timeout=120)
-
-    worker = threading.Thread(target=measure, daemon=True)
-    started = time.monotonic()
+    worker = threading.Thread(target=lambda: box.update(results=fan_out(
+        jobs, tracker.address, KEY, retries=2, call_timeout=120, queue_timeout=120, on_result=kill_the_other)),
+        daemon=True)
     worker.start()
-    while time.monotonic() - started < 60:  # both devices busy: both workers are mid-job
-        if tracker_summary(tracker.address)["queue_info"].get(KEY, {}).get("free", 2) == 0:
-            break
-        time.sleep(0.2)
-    time.sleep(1.0)
-    victim, survivor = devices
-    victim.kill()
     worker.join(240)
     assert not worker.is_alive(), "fan_out hung after a device died"
     results = box["results"]
-    assert all(r.ok for r in results), [r.error for r in results]
-    survivor_address = f"{survivor.host}:{survivor.port}"
+    assert killed and all(r.ok for r in results), [r.error for r in results]
+    survivor = next(a for a, d in by_address.items() if d is not killed[0])
     retried = [r for r in results if r.attempts > 1]
-    assert retried and all(r.device == survivor_address for r in retried)
+    assert retried and all(r.device == survivor for r in retried)
     for i, result in enumerate(results):
         np.testing.assert_allclose(result.output, candidates[i % 2][3], rtol=1e-5, atol=1e-5)
+
+
+def test_deploy_retries_on_another_device_from_the_tracker(ready_farm, candidates):
+    from canao.android_runner.deploy import deploy
+
+    tracker, devices = ready_farm
+    for i, device in enumerate(list(devices)):  # replace a device an earlier test killed
+        if not device.alive():
+            device.stop()
+            devices[i] = EmulatedDevice(tracker=(tracker.host, tracker.port), key=KEY,
+                                        emulator=device.emulator).start()
+    wait_for_devices(tracker.address, KEY, 2, timeout=60)
+    killed = []
+
+    def kill_on_connect(message):
+        """The first device deploy connects to dies before the upload."""
+        if message.startswith("connected to") and not killed:
+            address = message.split()[2].rstrip(";")
+            victim = next(d for d in devices if f"{d.host}:{d.port}" == address)
+            victim.kill()
+            killed.append(address)
+
+    folder = candidates[0][0]
+    report = deploy(folder, tracker=tracker.address, key=KEY, retries=2, progress=kill_on_connect)
+    assert killed and report["attempts"] == 2 and len(report["dropped"]) == 1
+    assert report["device"] != killed[0] and "dropped" in report["dropped"][0]
+    assert report["check"]["match"], report["check"]
+    np.testing.assert_allclose(report["output"], candidates[0][3], rtol=1e-5, atol=1e-5)
 
 
 def test_cli_starts_lists_and_stops_a_detached_device(ready_farm, capsys):
