@@ -1,5 +1,4 @@
 """`canao device ...` (start/stop/list emulated phones, set them up) and `canao deploy OUT/`."""
-import json
 import sys
 
 

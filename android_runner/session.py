@@ -11,7 +11,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Set, Tuple
+from typing import Callable, Optional, Set, Tuple
 
 from canao.errors import CanaoError
 

@@ -30,7 +30,7 @@ CROSS_CXX_ENV = "CANAO_TUNING_CXX"  # how the builder's worker processes learn t
 def export_with_cross_compiler(mod) -> str:
     """MetaSchedule f_export: link ``mod`` into a device .so with the cross compiler (runs in the
     builder's worker process, so the compiler comes from the environment)."""
-    cxx = os.environ.get(CROSS_CXX_ENV, "aarch64-linux-gnu-g++")
+    cxx = os.environ.get(CROSS_CXX_ENV) or _default_cross_compiler()
     path = os.path.join(tempfile.mkdtemp(prefix="canao-ms-"), "candidate.so")
     mod.export_library(path, cc=cxx)
     return path
@@ -51,13 +51,20 @@ def build_without_intrinsic_registry(mod, target, _params=None):
     return tvm_build(mod, target=target)
 
 
+def _default_cross_compiler() -> str:
+    """The android-arm64 target's linker: the NDK's clang when ANDROID_NDK_HOME is set, else g++."""
+    from canao.codegen.targets import resolve_target
+
+    return resolve_target("android-arm64").cross_compiler
+
+
 def cross_builder(cross_compiler: Optional[str] = None, max_workers: Optional[int] = None,
                   timeout_sec: float = 120.0, lean: bool = False):
     """A ``LocalBuilder`` whose artifacts are device libraries (aarch64 ``.so`` by default)."""
     from tvm.s_tir.meta_schedule.builder import LocalBuilder
 
-    if cross_compiler:
-        os.environ[CROSS_CXX_ENV] = cross_compiler  # inherited by the builder's Popen workers
+    # inherited by the builder's Popen workers, which start now
+    os.environ[CROSS_CXX_ENV] = cross_compiler or _default_cross_compiler()
     return LocalBuilder(max_workers=max_workers, timeout_sec=timeout_sec, f_export=export_with_cross_compiler,
                         f_build=build_without_intrinsic_registry if lean else None)
 
