@@ -81,3 +81,48 @@ def matmul_flops(mod, func_name: str = "main") -> int:
                 continue
             total += 2 * out_elems * k
     return total
+
+
+def intermediate_bytes(mod, func_name: str = "main") -> int:
+    """Bytes of tensors materialized per inference by kernels, the function's own outputs excluded.
+
+    Run on a module after fusion (call_tir still visible). Reshapes are rewritten into views first,
+    as the VM lowering does, so they do not count.
+    """
+    import tvm
+    from tvm import relax
+
+    mod = relax.transform.RewriteDataflowReshape()(mod)
+    func = mod[func_name]
+    returned = set()
+
+    def collect(expr):
+        if isinstance(expr, relax.Var):
+            returned.add(expr)
+        elif isinstance(expr, relax.Tuple):
+            for f in expr.fields:
+                collect(f)
+
+    collect(func.body.body)
+    total = 0
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            value = binding.value
+            if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name in _KERNEL_CALLS \
+                    and binding.var not in returned:
+                total += _tensor_bytes(binding.var.ty)
+    return total
+
+
+def _tensor_bytes(ty) -> int:
+    import tvm
+    from tvm import relax
+
+    if isinstance(ty, relax.TensorType) and ty.shape is not None:
+        n = 1
+        for d in ty.shape:
+            n *= int(d)
+        return n * tvm.DataType(ty.dtype).bits // 8
+    if isinstance(ty, relax.TupleType):
+        return sum(_tensor_bytes(f) for f in ty.fields)
+    return 0
