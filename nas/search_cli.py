@@ -32,6 +32,7 @@ def register(subparsers) -> None:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--out", help="write the report JSON here")
     ev.set_defaults(func=_predictor_eval)
+    register_search(subparsers)
 
 
 def _space_and_target(args):
@@ -83,3 +84,108 @@ def _predictor_eval(args) -> int:
         write_text(args.out, text + "\n")
     print(text)
     return 0
+
+
+def register_search(subparsers) -> None:
+    se = subparsers.add_parser("search", help="evolutionary search under a latency constraint (HAT settings)",
+                               description="Evolutionary search (HAT defaults) with the predicted latency as a hard "
+                                           "filter and the inherited SubTransformer's dev accuracy as fitness; "
+                                           "resumable from --state; random search as the baseline.")
+    se.add_argument("--space", required=True)
+    se.add_argument("--target", default="x86")
+    se.add_argument("--latency-ms", type=float, required=True)
+    se.add_argument("--predictor", required=True, help="file from canao predictor train")
+    se.add_argument("--out", required=True, help="output folder (genes JSON, Pareto PNG, report.md, state)")
+    se.add_argument("--seq-len", type=int, default=None, help="latency sequence length (default: the space's)")
+    se.add_argument("--dev-seq-len", type=int, default=64)
+    se.add_argument("--dev-limit", type=int, default=None, help="dev sentences for fitness (default: all)")
+    se.add_argument("--random-budget", type=int, default=None, help="random-search samples (default: population)")
+    for name, default in (("population", 125), ("parents", 25), ("mutations", 50), ("crossovers", 50),
+                          ("iterations", 30), ("seed", 0)):
+        se.add_argument(f"--{name}", type=int, default=default)
+    se.add_argument("--mutation-prob", type=float, default=0.3)
+    se.add_argument("--no-remeasure", action="store_true", help="skip re-measuring the winner on the target")
+    se.set_defaults(func=_search)
+
+
+def _search(args) -> int:
+    from pathlib import Path
+
+    from canao.atomic import write_json, write_text
+    from canao.nas.evolution import Search, SearchSettings, random_search
+    from canao.nas.fitness import DevAccuracy, measure_genes, predicted_latency
+    from canao.nas.predictor import load
+
+    space, target = _space_and_target(args)
+    seq_len = args.seq_len or space.config.get("model", {}).get("seq_len", 128)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    latency = predicted_latency(load(args.predictor), space, target, seq_len)
+    fitness = DevAccuracy(space, args.dev_seq_len, args.dev_limit)
+    settings = SearchSettings(args.population, args.parents, args.mutations, args.crossovers, args.mutation_prob,
+                              args.iterations, args.seed)
+    search = Search(space, latency, fitness, args.latency_ms, settings, out / "state.json")
+    evo = search.run()
+    rnd = random_search(space, search.latency, search.fitness, args.latency_ms, args.random_budget or args.population,
+                        args.seed)
+    search._save()
+    baselines = {"teacher (largest)": space.largest()}
+    three = json.loads(space.to_json(space.largest()))
+    enc = three["encoder"]
+    if 3 < enc["layers"]:
+        enc["layers"] = 3
+        for k in ("ffn", "heads", "type"):
+            enc[k] = enc[k][:3]
+        baselines["first 3 layers"] = three
+    base_rows = {n: {"genes": g, "latency_ms": search.latency(g), "fitness": search.fitness(g)} for n, g in baselines.items()}
+    measured = None if args.no_remeasure or not target.runs_locally else measure_genes(space, evo["best"], target, seq_len)
+    result = {"evolution": {k: evo[k] for k in ("best", "fitness", "latency_ms")}, "winner_measured_ms": measured,
+              "random": {k: rnd[k] for k in ("best", "fitness", "latency_ms")}, "baselines": base_rows,
+              "latency_limit_ms": args.latency_ms, "history": search.state["history"]}
+    write_json(out / "best_genes.json", evo["best"])
+    write_json(out / "result.json", result)
+    _plot(out / "pareto.png", evo["candidates"], rnd["candidates"], base_rows, args.latency_ms)
+    write_text(out / "report.md", _report(space, result))
+    print(json.dumps({k: result[k] for k in ("evolution", "winner_measured_ms", "random")}, sort_keys=True))
+    return 0
+
+
+def _plot(path, evo, rnd, baselines, limit):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from canao.nas.fitness import pareto_front
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter([c["latency_ms"] for c in rnd], [c["fitness"] for c in rnd], s=10, alpha=.5, label="random search")
+    ax.scatter([c["latency_ms"] for c in evo], [c["fitness"] for c in evo], s=10, alpha=.7, label="evolution")
+    front = pareto_front([(c["latency_ms"], c["fitness"]) for c in evo + rnd])
+    ax.plot([p[0] for p in front], [p[1] for p in front], "k-", lw=1, label="Pareto front")
+    for name, b in baselines.items():
+        ax.scatter([b["latency_ms"]], [b["fitness"]], marker="*", s=120, label=name)
+    ax.axvline(limit, color="r", ls="--", lw=1, label="latency limit")
+    ax.set_xlabel("predicted latency (ms)")
+    ax.set_ylabel("dev accuracy (inherited weights)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = str(path) + ".tmp.png"
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    import os
+
+    os.replace(tmp, path)
+
+
+def _report(space, r) -> str:
+    lines = [f"# Search report: {space.name}", "", f"Latency limit: {r['latency_limit_ms']} ms (predicted).", "",
+             "| who | genes | predicted ms | dev accuracy |", "|---|---|---|---|"]
+    for name, row in [("evolution", r["evolution"]), ("random search", r["random"])]:
+        lines.append(f"| {name} | `{space.to_json(row['best'])}` | {row['latency_ms']:.3f} | {row['fitness']:.4f} |")
+    for name, row in r["baselines"].items():
+        lines.append(f"| {name} | `{space.to_json(row['genes'])}` | {row['latency_ms']:.3f} | {row['fitness']:.4f} |")
+    m = r["winner_measured_ms"]
+    lines += ["", f"Winner re-measured on the target: {m:.3f} ms." if m is not None else "Winner not re-measured.",
+              "", "![Pareto](pareto.png)", ""]
+    return "\n".join(lines)
