@@ -56,6 +56,7 @@ class EmulatedDevice:
             raise CanaoError("a device registered with a tracker needs a key", "pass --key, e.g. --key android")
         self.emulator = emulator or require_emulator()
         self.host = host
+        self._auto_port = port is None
         self.port = port or free_port(host)
         self.tracker = tracker
         self.key = key
@@ -99,12 +100,25 @@ class EmulatedDevice:
         return self
 
     def wait_ready(self, detach: bool = False) -> "EmulatedDevice":
-        """Block until the launched server listens; a failure stops it and raises a one-line error."""
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
+        """Block until the launched server listens; a failure stops it and raises a one-line error.
+
+        A port picked automatically can be taken by someone else during the boot: then the device
+        is relaunched on another free port (twice at most).
+        """
+        for attempt in range(3):
+            try:
+                self._wait_ready()
+                break
+            except CanaoError:
+                lost_port = "cannot bind" in self.log_path.read_text(errors="replace")
+                self.stop()
+                if not (self._auto_port and lost_port and attempt < 2):
+                    raise
+                self.port, self.log_path = free_port(self.host), None
+                self.launch()
+            except BaseException:
+                self.stop()
+                raise
         if detach:
             self._register()
         return self

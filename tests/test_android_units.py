@@ -127,9 +127,9 @@ def test_empty_tracker_queue_times_out_instead_of_waiting_forever(capsys):
 
 def test_setup_is_cached(tmp_path, monkeypatch):
     """A folder without the stamp is 'not set up'; a ready one is found in well under a second."""
-    monkeypatch.setenv("CANAO_CACHE", str(tmp_path))
-    assert find_emulator() is None
-    monkeypatch.delenv("CANAO_CACHE")
+    with monkeypatch.context() as env:
+        env.setenv("CANAO_CACHE", str(tmp_path))
+        assert find_emulator() is None
     if tools_missing() or find_emulator() is None:
         pytest.skip("the emulated device is not set up here (python -m canao.android_runner.provision)")
     from canao.android_runner.provision import ensure_emulator
