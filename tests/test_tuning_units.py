@@ -73,3 +73,22 @@ def test_manifest_for_another_target_is_refused(tmp_path):
     with pytest.raises(CanaoError) as err:
         _check_manifest(store, resolve_target("x86"))
     assert "another target" in err.value.cause and "--db" in err.value.fix
+
+
+def test_only_tuned_kernels_faster_than_the_defaults_are_applied(tmp_path):
+    from canao.codegen.tuning.apply import APPLIED, _winners
+
+    records = [json.dumps([0, [["t"], [4e-5], {"kind": "llvm"}, []]]),
+               json.dumps([0, [["t"], [1e-5], {"kind": "llvm"}, []]]),  # task 111: 10 us tuned
+               json.dumps([1, [["t"], [9e-5], {"kind": "llvm"}, []]])]  # task 222: 90 us tuned
+    _write_db(tmp_path, "\n".join(records) + "\n")
+    store = TuningStore(tmp_path)
+    store.save_manifest({"tasks": {"111": {"default_us": 30.0}, "222": {"default_us": 50.0}}})
+    folder = _winners(store)
+    assert folder == tmp_path / APPLIED
+    subset = TuningStore(folder)
+    assert subset.record_counts() == {"111": 1}  # 222's default (50 us) beats its tuned kernel
+    assert json.loads(subset.records_path.read_text())[1][1] == [1e-5]  # the fastest record only
+
+    store.save_manifest({"tasks": {}})  # a database tuned elsewhere: applied as it is
+    assert _winners(store) == tmp_path

@@ -23,8 +23,25 @@ def apply_database(work_dir, target=None):
         raise CanaoError(f"no tuning database in {work_dir}",
                          f"run `canao tune MODEL --target T --db {work_dir}` first, or drop the tuning_db option")
     store.repair()
+    source = _winners(store)
     with target if target is not None else contextlib.nullcontext():
-        return relax.transform.MetaScheduleApplyDatabase(str(store.dir), enable_warning=False)
+        return relax.transform.MetaScheduleApplyDatabase(str(source), enable_warning=False)
+
+
+APPLIED = "applied"  # the subset of the database a build uses, rewritten from the records
+
+
+def _winners(store: TuningStore):
+    """The folder to apply: the whole database, or (when `canao tune` measured the default
+    schedules) only the tuned kernels that beat them, so tuning never makes a build slower."""
+    tasks = store.load_manifest().get("tasks", {})
+    if not any("default_us" in entry for entry in tasks.values()):
+        return store.dir
+    best = store.best_records()
+    keep = [key for key, (secs, _, _) in best.items()
+            if tasks.get(key, {}).get("default_us") is None or 1e6 * secs < tasks[key]["default_us"]]
+    store.write_subset(store.dir / APPLIED, keep)
+    return store.dir / APPLIED
 
 
 def database_stage(target, options: dict):
@@ -42,9 +59,10 @@ def compile_fused(fused_mod, target_spec, pipeline: str = "canao", options: Opti
     import tvm
 
     from .. import pipeline as pipelines
+    from .tasks import copy_module
 
     target = target_spec.tvm_target()
-    mod = fused_mod
+    mod = copy_module(fused_mod)
     for name, stage in pipelines.stages(pipeline, target, options or {}):
         if name in ("schedule", "lower"):
             with target:

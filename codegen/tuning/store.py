@@ -84,6 +84,46 @@ class TuningStore:
                 counts[keys[int(match.group(1))]] += 1
         return dict(counts)
 
+    def best_records(self) -> Dict[str, tuple]:
+        """{task key: (mean seconds, workload line, record line)} of each task's fastest valid record."""
+        if not self.exists():
+            return {}
+        workloads = self.workloads_path.read_text().splitlines()
+        best: Dict[str, tuple] = {}
+        for line in self.records_path.read_text().splitlines():
+            match = _RECORD_PREFIX.match(line)
+            if not match or int(match.group(1)) >= len(workloads):
+                continue
+            run_secs = json.loads(line)[1][1]
+            if not run_secs or any(s is None or s >= 1e9 for s in run_secs):
+                continue  # failed build or run
+            index = int(match.group(1))
+            key_match = _WORKLOAD_PREFIX.match(workloads[index])
+            if not key_match:
+                continue
+            mean = sum(run_secs) / len(run_secs)
+            key = key_match.group(1)
+            if key not in best or mean < best[key][0]:
+                best[key] = (mean, workloads[index], line)
+        return best
+
+    def write_subset(self, dest, keys) -> int:
+        """A JSON database at ``dest`` holding only the fastest record of each task in ``keys``
+        (written whole, then renamed into place); returns how many tasks it holds."""
+        from canao.atomic import staged_dir
+
+        best = self.best_records()
+        chosen = [key for key in keys if key in best]
+        with staged_dir(dest, force=True) as tmp:
+            workloads, records = [], []
+            for index, key in enumerate(chosen):
+                _mean, workload_line, record_line = best[key]
+                workloads.append(workload_line)
+                records.append(_RECORD_PREFIX.sub(f"[{index},", record_line, count=1))
+            (tmp / WORKLOADS).write_text("".join(w + "\n" for w in workloads))
+            (tmp / RECORDS).write_text("".join(r + "\n" for r in records))
+        return len(chosen)
+
     def total_records(self) -> int:
         return sum(self.record_counts().values())
 

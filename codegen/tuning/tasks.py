@@ -23,6 +23,14 @@ class TuningTask:
         return max(self.flop, 1.0) * max(self.weight, 1)
 
 
+def copy_module(mod):
+    """A new IRModule with the same functions: some schedule passes assign into the module they
+    are given (``mod[gv] = ...``), which would otherwise change the caller's module."""
+    import tvm
+
+    return tvm.IRModule(dict(mod.functions.items()), attrs=mod.attrs)
+
+
 def has_prim_funcs(mod) -> bool:
     import tvm
 

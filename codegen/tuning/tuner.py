@@ -35,6 +35,12 @@ class TaskResult:
     target_trials: int
     exhausted: bool  # the search found nothing new to measure
     best_us: Optional[float] = None
+    default_us: Optional[float] = None  # the same kernel under the default schedules
+
+    @property
+    def uses_tuned(self) -> bool:
+        """Whether a build applies the tuned kernel (only where it beat the default schedule)."""
+        return self.best_us is not None and (self.default_us is None or self.best_us < self.default_us)
 
 
 @dataclass
@@ -54,17 +60,21 @@ class TuningReport:
         return asdict(self)
 
     def summary(self) -> str:
-        lines = [f"{'task':48s} {'calls':>5s} {'trials':>11s} {'best us':>10s}"]
+        lines = [f"{'task':48s} {'calls':>5s} {'trials':>11s} {'tuned us':>10s} {'default us':>10s}  build uses"]
         for t in self.tasks:
-            best = f"{t.best_us:10.1f}" if t.best_us is not None else f"{'-':>10s}"
             trials = f"{t.trials}/{t.target_trials}" + ("*" if t.exhausted else "")
-            lines.append(f"{t.name[:48]:48s} {t.weight:5d} {trials:>11s} {best}")
+            lines.append(f"{t.name[:48]:48s} {t.weight:5d} {trials:>11s} {_us(t.best_us)} {_us(t.default_us)}  "
+                         f"{'tuned' if t.uses_tuned else 'default'}")
         state = "complete" if self.complete else ("stopped by the time budget" if self.stopped_by_time_budget
                                                   else "incomplete")
         lines.append(f"{self.trials_total} trials on disk ({self.trials_this_run} this run, "
                      f"{self.seconds_this_run:.0f} s; {self.seconds_total:.0f} s of tuning in all), {state}. "
                      f"* = search space exhausted")
         return "\n".join(lines)
+
+
+def _us(value: Optional[float]) -> str:
+    return f"{value:10.1f}" if value is not None else f"{'-':>10s}"
 
 
 def tune(mod, target_spec, work_dir, trials: int, time_budget_s: Optional[float] = None, runner=None, *,
@@ -102,6 +112,8 @@ def tune(mod, target_spec, work_dir, trials: int, time_budget_s: Optional[float]
                 load_tensor_intrinsics(target_spec)
                 database = store.open_database()
                 tuner = _SliceTuner(target_spec, store, database, builder, runner, tasks, seed)
+                _measure_baselines(tuner, tasks, manifest, target_spec, pipeline, options)
+                store.save_manifest(manifest)
             measured_in_round = 0
             for task in pending:
                 if time_budget_s is not None and time.perf_counter() - start >= time_budget_s:
@@ -123,6 +135,21 @@ def tune(mod, target_spec, work_dir, trials: int, time_budget_s: Optional[float]
         _save_time(store, manifest, earlier_seconds + elapsed)
     return _report(store, target_spec, tasks, _targets(tasks, trials, counts, manifest), manifest, trials,
                    sum(counts.values()) - before, elapsed, stopped, database)
+
+
+def _measure_baselines(tuner, tasks, manifest, target_spec, pipeline, options) -> None:
+    """Time each task once under the default schedules (one batch), so the build can keep the
+    default where tuning has not beaten it yet."""
+    from .baseline import default_schedule_pass, measure_defaults
+
+    todo = [t for t in tasks if "default_us" not in manifest["tasks"].get(t.key, {})]
+    if not todo:
+        return
+    schedule = default_schedule_pass(target_spec, pipeline, options)
+    for key, us in measure_defaults(todo, target_spec, tuner.builder, tuner.runner, schedule).items():
+        manifest["tasks"].setdefault(key, {})["default_us"] = us
+    for task in todo:
+        manifest["tasks"][task.key].setdefault("name", task.name)
 
 
 def _save_time(store: TuningStore, manifest: dict, seconds: float) -> None:
@@ -236,7 +263,8 @@ def _report(store, target_spec, tasks, targets, manifest, trials, new, elapsed, 
         database = store.open_database()
     counts = store.record_counts()
     results = [TaskResult(t.name, t.key, t.weight, t.flop, counts.get(t.key, 0), targets.get(t.key, 0),
-                          _exhausted(manifest, t), _best_us(database, t)) for t in tasks]
+                          _exhausted(manifest, t), _best_us(database, t),
+                          manifest["tasks"].get(t.key, {}).get("default_us")) for t in tasks]
     complete = all(r.exhausted or r.trials >= r.target_trials for r in results)
     return TuningReport(str(store.dir), target_spec.name, trials, sum(counts.get(t.key, 0) for t in tasks), new,
                         elapsed, manifest.get("tuning_seconds", 0.0), complete, stopped,
