@@ -40,7 +40,7 @@ setup(
     python_requires=">=3.10",
     packages=sorted(package_dir),
     package_dir=package_dir,
-    package_data={"canao.configs": ["*.yaml"]},
+    package_data={"canao.configs": ["*.yaml"], "canao.nas": ["data/*.json"]},
     install_requires=[
         "apache-tvm==0.27.0.post1",
         # 0.1.15.post2 segfaults when saving/pickling TVM objects, which kills MetaSchedule.

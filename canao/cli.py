@@ -12,7 +12,10 @@ COMMAND_MODULES = [
     "canao.commands.run_cmd",
     "canao.commands.inspect_cmd",
     "canao.commands.benchmark_cmd",
+    "canao.codegen.cli",
     "canao.nas.cli",
+    "canao.nas.search_cli",
+    "canao.android_runner.cli",
 ]
 
 

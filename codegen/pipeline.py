@@ -15,7 +15,10 @@ SLOTS = ("rewrite", "fuse", "schedule")
 # sit this build out. canao.fusion and canao.codegen.schedules register themselves on import
 # (PLUGINS below), so this module never imports them and the arrow stays fuse -> build.
 _CANAO_STAGES: Dict[str, List[Tuple[int, str, Callable]]] = {slot: [] for slot in SLOTS}
-PLUGINS = ("canao.fusion", "canao.codegen.tuning", "canao.codegen.schedules")
+PLUGINS = ("canao.fusion", "canao.codegen.tuning", "canao.codegen.schedules", "canao.codegen.gpu")
+# TVM's GPU backends schedule right after fusion; in the canao pipeline that belongs to the
+# schedule slot (tuning database first, then DLight rules kernel by kernel), so it is dropped here.
+_SCHEDULING_PASSES = ("FuseOps", "FuseTIR", "ApplyDefaultSchedule")
 
 
 def register_stage(slot: str, name: str, factory: Callable, order: int = 50) -> None:
@@ -112,11 +115,11 @@ def stages(pipeline: str, target, options: dict = None) -> List[Tuple[str, "obje
     if fuse is not None:
         out.append(("lp-fuse", fuse))
         # what stock fusion does after FuseOps/FuseTIR (e.g. GPU schedules) still applies
-        rest = [p for p in fuse_and_after if p.info.name not in ("FuseOps", "FuseTIR")]
+        rest = [p for p in fuse_and_after if p.info.name not in _SCHEDULING_PASSES]
         if rest:
             out.append(("post-fuse", seq(rest)))
     else:
-        out.append(("fuse", seq(fuse_and_after)))
+        out.append(("fuse", seq([p for p in fuse_and_after if p.info.name != "ApplyDefaultSchedule"])))
     schedule = _slot_pass("schedule", target, options)
     if schedule is not None:
         out.append(("schedule", schedule))

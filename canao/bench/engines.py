@@ -223,3 +223,75 @@ def default_engines(tuned_db: Optional[str] = None, include=None):
                              f"choose from {', '.join(e.name for e in engines)}")
         engines = [e for e in engines if e.name in include]
     return engines
+
+
+class DeviceEngine(Engine):
+    """A TVM build run on a remote device over RPC (a phone, or the emulated one).
+
+    Its runner times one call on the device with TVM's time_evaluator (device-side clock, so the
+    RPC round trip is not counted); ``output`` fetches the result for the numeric check.
+    """
+
+    timed_on_device = True
+
+    def __init__(self, name, description, pipeline: str, target: str, device: "SharedDevice",
+                 options: Optional[dict] = None):
+        super().__init__(name, description)
+        self.pipeline, self.target_name, self.device = pipeline, target, device
+        self.options = options or {}
+
+    def prepare(self, imported, threads, workdir):
+        from ..android_runner import RemoteModel
+        from ..codegen import resolve_target
+        from ..codegen.build import build
+
+        target = resolve_target(self.target_name, threads=threads)
+        self.compiled = build(imported, target, self.pipeline, options=dict(self.options))
+        lib = os.path.join(workdir, f"{self.name}.so")
+        self.compiled.export(lib)
+        self.names = [s.name for s in imported.inputs]
+        self.model = RemoteModel(self.device.session(), lib, self.compiled.params)
+
+    def runner(self, inputs):
+        arrays = [inputs[n] for n in self.names]
+
+        def timed():
+            return self.model.time(arrays, repeat=1, number=1)[0]
+
+        timed.reports_ms = True  # time_once takes the device's own measurement
+        return timed
+
+    def output(self, inputs):
+        out = self.model.run([inputs[n] for n in self.names])
+        return out[0] if isinstance(out, list) else out
+
+    def close(self):
+        self.device.close()
+
+
+class SharedDevice:
+    """One RPC session for every engine on the device: a device serves one session at a time."""
+
+    def __init__(self, connect_kwargs: dict):
+        self.connect_kwargs = connect_kwargs
+        self._session = None
+
+    def session(self):
+        from ..android_runner import connect
+
+        if self._session is None:
+            self._session = connect(**self.connect_kwargs)
+        return self._session
+
+    def close(self):
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+
+def device_engines(target: str, connect_kwargs: dict):
+    """The line-up on a device: this toolkit's build and TVM's stock one (host engines stay home)."""
+    device = SharedDevice(connect_kwargs)
+    return [DeviceEngine("canao", f"this toolkit on the device ({target})", "canao", target, device,
+                         options={"yellow": "default"}),
+            DeviceEngine("tvm-stock", f"TVM default pipeline on the device ({target})", "stock", target, device)]

@@ -18,6 +18,10 @@ def register(sub) -> None:
                    help="an engine leaves the rounds after this much timed work (>= 3 runs kept; default 30)")
     p.add_argument("--engines", help="comma-separated subset, e.g. canao,pytorch,litert-xnnpack")
     p.add_argument("--tuned", metavar="DB", help="add a 'canao-tuned' engine built with this tuning database")
+    p.add_argument("--rpc", metavar="HOST:PORT", help="time on a device over TVM RPC (see `canao device`)")
+    p.add_argument("--tracker", metavar="HOST:PORT", help="get a device from a TVM tracker (with --key)")
+    p.add_argument("--key", help="device key registered with the tracker")
+    p.add_argument("--target", default="android-arm64", help="target of the device builds (default android-arm64)")
     p.add_argument("--atol", type=float, default=1e-3, help="output tolerance vs PyTorch, scaled by max|output|")
     p.add_argument("--out", help="report folder (default canao-results/benchmark-MODEL-seqL)")
     p.add_argument("--json", help="also write the JSON report to this file")
@@ -38,7 +42,12 @@ def run(args) -> int:
         raise CanaoError("--runs and --threads must be at least 1", "pass positive integers")
     set_threads(args.threads)
     console = Console()
-    engines = default_engines(tuned_db=args.tuned, include=args.engines.split(",") if args.engines else None)
+    if args.rpc or args.tracker:
+        from ..bench.engines import device_engines
+
+        engines = device_engines(args.target, {"rpc": args.rpc, "tracker": args.tracker, "key": args.key})
+    else:
+        engines = default_engines(tuned_db=args.tuned, include=args.engines.split(",") if args.engines else None)
     with console.status(f"importing {args.model}"):
         imported = load(args)
     result = suite.run(imported, engines, args.threads, args.runs, args.warmup, args.max_seconds, atol=args.atol)

@@ -41,9 +41,10 @@ def default_schedule_pass(rules: Optional[Sequence] = None, fast_math: bool = Tr
         if not todo:
             return mod
         scheduled = ApplyDefaultSchedule(*chosen)(tvm.IRModule(todo))
+        out = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)  # never write into the input
         for gv, func in scheduled.functions_items():
-            mod[gv] = func
-        return mod
+            out[gv] = func
+        return out
 
     return _pass
 
