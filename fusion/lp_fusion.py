@@ -23,7 +23,7 @@ def _cleanup():
             relax.transform.DeadCodeElimination(["main"])]
 
 
-def LPRewrite(records: Optional[List[RewriteRecord]] = None) -> tvm.transform.Pass:
+def LPRewrite(records: Optional[List[RewriteRecord]] = None, merge_parallel: bool = True) -> tvm.transform.Pass:
     """The algebraic half of LP-Fusion, on Relax operators (run it before legalization).
 
     Canonicalize (CSE so parallel branches share inputs, matmul first in bias adds), fold scalar
@@ -35,8 +35,10 @@ def LPRewrite(records: Optional[List[RewriteRecord]] = None) -> tvm.transform.Pa
     passes = [relax.transform.CanonicalizeBindings(), relax.transform.EliminateCommonSubexpr()]
     for rule in ALGEBRA_RULES:
         passes += [rule_pass(rule(), records), relax.transform.CanonicalizeBindings()]
-    passes += [_polynomial_pass(records), relax.transform.CanonicalizeBindings(),
-               relax.transform.RemoveRedundantReshape(), _combine_parallel_matmul(records)] + _cleanup()
+    passes += [_polynomial_pass(records), relax.transform.CanonicalizeBindings(), relax.transform.RemoveRedundantReshape()]
+    if merge_parallel:
+        passes.append(_combine_parallel_matmul(records))
+    passes += _cleanup()
     return tvm.transform.Sequential(passes, name="LPRewrite")
 
 
