@@ -132,18 +132,13 @@ def main(argv=None) -> int:
     """Standalone entry (``python -m canao.android_runner.cli device list``), same handlers as ``canao``."""
     import argparse
 
-    from canao.errors import CanaoError
+    from canao.cli import dispatch
 
     parser = argparse.ArgumentParser(prog="python -m canao.android_runner.cli")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     register(sub)
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args) or 0
-    except CanaoError as exc:
-        print(f"canao: error: {exc.one_line()}", file=sys.stderr)
-        return 2
+    return dispatch(parser, argv)
 
 
 if __name__ == "__main__":

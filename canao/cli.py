@@ -45,8 +45,12 @@ def _quiet_third_party() -> None:
 
 
 def main(argv=None) -> int:
+    return dispatch(build_parser(), argv)
+
+
+def dispatch(parser: argparse.ArgumentParser, argv=None) -> int:
+    """Parse, run the chosen handler, and turn a CanaoError into one line on stderr and exit 2."""
     _quiet_third_party()
-    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args) or 0

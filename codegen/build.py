@@ -103,7 +103,6 @@ def lower(mod, target_spec: TargetSpec, pipeline: str = "canao", stop_after: Opt
 
 def prepare(imported, target_spec: TargetSpec, pipeline: str = "canao", options: Optional[dict] = None):
     """Graph rewrite + weight lifting: (module with weights as inputs, weights it takes, [StageStats])."""
-    import tvm
     from tvm import relax
 
     mod = imported.mod

@@ -11,8 +11,8 @@ from canao import analysis
 
 from .plan import FusionPlan
 from .planner import KernelGraph, Mapping, plan_groups
+from .planner.grouping import _bits
 from .planner.outline import outline_groups
-from .planner.table import YELLOW
 from .rewrites import ALGEBRA_RULES, RewriteRecord, rule_pass
 
 YELLOW_MODES = ("measure", "default", "fuse", "split")
@@ -166,15 +166,6 @@ class LPFuse:
             "mapping": f"{graph.nodes[d.producer].mapping.label} -> {graph.nodes[d.consumer].mapping.label}",
             "decision": d.colour, "fused": d.fused, "reason": d.reason, "measured": d.measured,
         } for d in decisions]
-
-
-def _bits(mask: int):
-    i = 0
-    while mask:
-        if mask & 1:
-            yield i
-        mask >>= 1
-        i += 1
 
 
 def _group_name(graph, group) -> str:

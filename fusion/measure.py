@@ -4,7 +4,7 @@ them, keep the faster. Measurements are cached on disk by structural hash, so id
 import json
 import os
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 import numpy as np
 import tvm

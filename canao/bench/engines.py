@@ -5,7 +5,6 @@
 ``output(inputs)`` is what gets checked against PyTorch.
 """
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional
 

@@ -3,7 +3,7 @@ import os
 import platform
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 

@@ -24,7 +24,6 @@ def _load_checked(path: str):
 
 def from_onnx(path: str, seq_len: int = 128, batch: int = 1, name: Optional[str] = None) -> ImportedModel:
     """Import an ONNX file with its dynamic dims fixed to (batch, seq_len)."""
-    import tvm
     from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx as relax_from_onnx
 

@@ -1,5 +1,5 @@
 """PyTorch -> Relax through torch.export and tvm.relax.frontend.torch."""
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -22,7 +22,6 @@ def from_torch(module, example_inputs: Dict[str, np.ndarray], name: str = "model
     into them and lift weight transforms out of the hot path.
     """
     import torch
-    import tvm
     from tvm import relax
     from tvm.relax.frontend.torch import from_exported_program
 

@@ -4,3 +4,5 @@ from .graph import KernelGraph
 from .grouping import EdgeDecision, plan_groups
 from .mapping import Mapping, classify
 from .table import GREEN, RED, YELLOW, decide
+
+__all__ = ['KernelGraph', 'EdgeDecision', 'plan_groups', 'Mapping', 'classify', 'GREEN', 'RED', 'YELLOW', 'decide']

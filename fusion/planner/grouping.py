@@ -10,7 +10,7 @@ from typing import Callable, Dict, List, Optional
 
 from .graph import KernelGraph
 from .mapping import Mapping
-from .table import GREEN, RED, YELLOW, decide
+from .table import GREEN, YELLOW, decide
 
 
 @dataclass

@@ -1,3 +1,5 @@
 """LP-Fusion's graph rewrites on Relax operators (before legalization)."""
 from .algebra import ALGEBRA_RULES
 from .base import RewriteRecord, Rule, apply_rule, rule_pass
+
+__all__ = ['ALGEBRA_RULES', 'RewriteRecord', 'Rule', 'apply_rule', 'rule_pass']

@@ -1,13 +1,12 @@
 """LP-Fusion's algebraic rules on Relax operators: commutativity, distributivity, constant folding
 into weights, and dead broadcasts. Each rule is an identity that holds for every input."""
-from typing import Callable, Dict, List
+from typing import Callable, Dict
 
 import numpy as np
-import tvm
 from tvm import relax
 
 from ..graph import DataflowView, op_name, scalar_constant, shape_of
-from .base import RewriteRecord, Rule, text
+from .base import RewriteRecord, Rule
 
 # Operators that only move data: a scalar multiply commutes with them.
 _LAYOUT_OPS = ("relax.reshape", "relax.permute_dims", "relax.expand_dims", "relax.squeeze")
