@@ -99,12 +99,8 @@ def test_bert_smaller_hidden_slices_embeddings_and_layernorm_like_a_smaller_bert
                         max_position_embeddings=512, vocab_size=30522, layer_norm_eps=1e-12)
     hf = BertModel(config, add_pooling_layer=False).eval()
     body = dict(bert.supernet().body.named_parameters())
-    names = {"embeddings.word_embeddings": "embeddings.word", "embeddings.position_embeddings": "embeddings.position",
-             "embeddings.token_type_embeddings": "embeddings.token_type", "embeddings.LayerNorm": "embeddings.norm"}
-    per_layer = {"attention.self.query": "self_attn.q", "attention.self.key": "self_attn.k",
-                 "attention.self.value": "self_attn.v", "attention.output.dense": "self_attn.out",
-                 "attention.output.LayerNorm": "attn_norm", "intermediate.dense": "ffn.fc1",
-                 "output.dense": "ffn.fc2", "output.LayerNorm": "ffn_norm"}
+    from canao.nas.spaces.bert import HF_EMBEDDING_NAMES as names, HF_LAYER_NAMES as per_layer
+
     with torch.no_grad():
         for name, p in hf.named_parameters():
             stem, _, leaf = name.rpartition(".")

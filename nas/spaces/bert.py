@@ -27,6 +27,17 @@ MINILM = {"hidden": 384, "heads": 12, "ffn": 1536, "layers": 6, "vocab_size": 30
 LN_EPS = 1e-12
 
 
+
+# transformers' BertModel parameter names -> this supernet's (embeddings, and per encoder layer)
+HF_EMBEDDING_NAMES = {"embeddings.word_embeddings": "embeddings.word",
+                      "embeddings.position_embeddings": "embeddings.position",
+                      "embeddings.token_type_embeddings": "embeddings.token_type",
+                      "embeddings.LayerNorm": "embeddings.norm"}
+HF_LAYER_NAMES = {"attention.self.query": "self_attn.q", "attention.self.key": "self_attn.k",
+                  "attention.self.value": "self_attn.v", "attention.output.dense": "self_attn.out",
+                  "attention.output.LayerNorm": "attn_norm", "intermediate.dense": "ffn.fc1",
+                  "output.dense": "ffn.fc2", "output.LayerNorm": "ffn_norm"}
+
 class BertEmbeddings(nn.Module):
     def __init__(self, vocab_size, max_positions, hidden):
         super().__init__()
@@ -108,12 +119,7 @@ def minilm_state() -> Dict[str, torch.Tensor]:
 
     raw = load_file(str(minilm_dir() / "model.safetensors"))
     raw = {k[len("bert."):] if k.startswith("bert.") else k: v for k, v in raw.items()}
-    names = {"embeddings.word_embeddings": "embeddings.word", "embeddings.position_embeddings": "embeddings.position",
-             "embeddings.token_type_embeddings": "embeddings.token_type", "embeddings.LayerNorm": "embeddings.norm"}
-    per_layer = {"attention.self.query": "self_attn.q", "attention.self.key": "self_attn.k",
-                 "attention.self.value": "self_attn.v", "attention.output.dense": "self_attn.out",
-                 "attention.output.LayerNorm": "attn_norm", "intermediate.dense": "ffn.fc1",
-                 "output.dense": "ffn.fc2", "output.LayerNorm": "ffn_norm"}
+    names, per_layer = HF_EMBEDDING_NAMES, HF_LAYER_NAMES
     out = {}
     for key, value in raw.items():
         stem, _, leaf = key.rpartition(".")
