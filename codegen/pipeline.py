@@ -15,7 +15,8 @@ SLOTS = ("rewrite", "fuse", "schedule")
 # sit this build out. canao.fusion and canao.codegen.schedules register themselves on import
 # (PLUGINS below), so this module never imports them and the arrow stays fuse -> build.
 _CANAO_STAGES: Dict[str, List[Tuple[int, str, Callable]]] = {slot: [] for slot in SLOTS}
-PLUGINS = ("canao.fusion", "canao.codegen.tuning", "canao.codegen.schedules", "canao.codegen.gpu")
+PLUGINS = ("canao.fusion", "canao.fusion.quantize", "canao.codegen.tuning", "canao.codegen.schedules",
+           "canao.codegen.schedules.int8", "canao.codegen.gpu")
 # TVM's GPU backends schedule right after fusion; in the canao pipeline that belongs to the
 # schedule slot (tuning database first, then DLight rules kernel by kernel), so it is dropped here.
 _SCHEDULING_PASSES = ("FuseOps", "FuseTIR", "ApplyDefaultSchedule")
@@ -75,6 +76,22 @@ def _split_at_fuse(passes):
     names = [p.info.name for p in passes]
     i = names.index("FuseOps") if "FuseOps" in names else len(passes)
     return passes[:i], passes[i:]
+
+
+# Schedule-slot stages ordered below this rewrite kernel bodies (e.g. vectorisable erf/exp) rather
+# than schedule them; tuning extracts its tasks after them, so tuned and default kernels compute
+# the same thing and a database applies to the kernels the build actually has.
+PRELUDE_ORDER = 10
+
+
+def schedule_prelude(target, options: dict = None):
+    """The schedule-slot stages ordered before PRELUDE_ORDER, as one pass (None if none apply)."""
+    import tvm
+
+    _load_plugins()
+    entries = [f(target, options or {}) for order, _, f in _CANAO_STAGES["schedule"] if order < PRELUDE_ORDER]
+    passes = [p for p in entries if p is not None]
+    return tvm.transform.Sequential(passes) if passes else None
 
 
 def rewrite_stage(pipeline: str, target, options: dict = None):
