@@ -6,31 +6,31 @@ import numpy as np
 
 
 class DevAccuracy:
-    """Accuracy on (a seeded subset of) the RT dev split, supernet weights inherited (no training)."""
+    """Accuracy on (a seeded subset of) the RT dev split, supernet weights inherited (no training).
+
+    ``supernet``: a Supernet, a path to a trained one (``train_supernet``'s file), or None for the
+    space's untrained supernet (MiniLM's weights, an untrained classifier head). Batches are sorted by
+    length and trimmed to their longest sentence: the same logits, about half the work."""
 
     def __init__(self, space, seq_len: int = 64, limit: Optional[int] = None, batch: int = 64, supernet=None):
-        import torch
+        from canao.nas.training.data import encoded_split
 
-        from canao.nas.data_split import split_rows
-        from canao.text import tokenize
-        from canao.zoo import minilm_dir
+        if supernet is None:
+            supernet = space.supernet()
+        elif not hasattr(supernet, "materialize"):
+            from canao.nas.training.distill import load_supernet
 
-        texts, labels = split_rows("dev", limit=limit)
-        enc = tokenize(str(minilm_dir()), texts, seq_len, ["input_ids", "attention_mask"])
-        self.ids, self.mask = torch.tensor(enc["input_ids"]), torch.tensor(enc["attention_mask"])
-        self.labels = torch.tensor(labels)
-        self.net = (supernet or space.supernet()).eval()
+            supernet = load_supernet(supernet, space)
+        self.data = encoded_split("dev", seq_len, limit)
+        self.net = supernet.eval()
         self.batch = batch
 
     def __call__(self, genes) -> float:
-        import torch
+        from functools import partial
 
-        correct = 0
-        with torch.no_grad():
-            for i in range(0, len(self.labels), self.batch):
-                logits = self.net(genes, input_ids=self.ids[i:i + self.batch], attention_mask=self.mask[i:i + self.batch])
-                correct += int((logits.argmax(-1) == self.labels[i:i + self.batch]).sum())
-        return correct / len(self.labels)
+        from canao.nas.training.evaluate import torch_accuracy
+
+        return torch_accuracy(partial(self.net, genes), self.data, self.batch)
 
 
 def predicted_latency(predictor, space, target_spec=None, seq_len: Optional[int] = None):

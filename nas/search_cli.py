@@ -99,6 +99,7 @@ def register_search(subparsers) -> None:
     se.add_argument("--seq-len", type=int, default=None, help="latency sequence length (default: the space's)")
     se.add_argument("--dev-seq-len", type=int, default=64)
     se.add_argument("--dev-limit", type=int, default=None, help="dev sentences for fitness (default: all)")
+    se.add_argument("--supernet", default=None, help="KD-trained supernet file (default: the untrained MiniLM supernet)")
     se.add_argument("--random-budget", type=int, default=None, help="random-search samples (default: population)")
     for name, default in (("population", 125), ("parents", 25), ("mutations", 50), ("crossovers", 50),
                           ("iterations", 30), ("seed", 0)):
@@ -121,7 +122,9 @@ def _search(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     latency = predicted_latency(load(args.predictor), space, target, seq_len)
-    fitness = DevAccuracy(space, args.dev_seq_len, args.dev_limit)
+    if args.supernet and not Path(args.supernet).is_file():
+        raise CanaoError(f"supernet file {args.supernet} does not exist", "train one first, or omit --supernet")
+    fitness = DevAccuracy(space, args.dev_seq_len, args.dev_limit, supernet=args.supernet)
     settings = SearchSettings(args.population, args.parents, args.mutations, args.crossovers, args.mutation_prob,
                               args.iterations, args.seed)
     search = Search(space, latency, fitness, args.latency_ms, settings, out / "state.json")

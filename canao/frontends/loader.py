@@ -42,10 +42,20 @@ def _hf_inputs(model, seq_len: int, batch: int) -> Dict[str, np.ndarray]:
     return inputs
 
 
+def _is_subtransformer(source: str) -> bool:
+    import os
+
+    return os.path.isfile(os.path.join(source, "subtransformer.json"))
+
+
 def load_model(source: str, seq_len: int = 128, batch: int = 1) -> ImportedModel:
     """Zoo name, Hugging Face folder or .onnx file -> ImportedModel (Relax + weights + reference)."""
     if seq_len < 1 or batch < 1:
         raise CanaoError(f"--seq-len {seq_len} / --batch {batch} must be positive", "pass positive integers")
+    if _is_subtransformer(source):  # a folder written by canao finetune / save_subtransformer (logits out)
+        from canao.nas.training.folder import import_subtransformer
+
+        return import_subtransformer(source, seq_len=seq_len, batch=batch)
     kind, where = zoo.resolve(source)
     if kind == "onnx":
         return from_onnx(where, seq_len=seq_len, batch=batch)

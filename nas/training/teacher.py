@@ -21,7 +21,8 @@ def teacher_dir() -> Path:
 
 
 def train_teacher(out=None, settings: Optional[TrainSettings] = None, progress: bool = True,
-                  stop_after_epochs: Optional[int] = None, space=None) -> Optional[Path]:
+                  stop_after_epochs: Optional[int] = None, space=None,
+                  test_limit: Optional[int] = None) -> Optional[Path]:
     """Fine-tune and save the teacher folder; resumes from ``OUT.work/`` after an interrupt.
     Returns the folder, or None when ``stop_after_epochs`` cut the run short."""
     from canao.nas.spaces import load_space
@@ -38,9 +39,9 @@ def train_teacher(out=None, settings: Optional[TrainSettings] = None, progress: 
                               stop_after_epochs=stop_after_epochs, desc="teacher")
     if not result["finished"]:
         return None
-    test = accuracy(torch_predict(module), "test", s.seq_len, progress=progress)
+    test = accuracy(torch_predict(module), "test", s.seq_len, limit=test_limit, progress=progress)
     metrics = {"dev_accuracy": result["dev_accuracy"], "test_accuracy": test, "best_epoch": result["best_epoch"],
-               "train_seconds": sum(r["seconds"] for r in result["history"])}
+               "train_seconds": sum(r["seconds"] for r in result["history"]), "test_limit": test_limit}
     save_subtransformer(out, space, genes, module, {"role": "teacher", "seq_len": s.seq_len, "metrics": metrics,
                                                     "training": result})
     return out

@@ -1,0 +1,46 @@
+"""Fine-tune a found SubTransformer: weights inherited from the (trained) supernet, KD from the teacher,
+the epoch picked by dev accuracy, test accuracy measured, the result written as a SubTransformer folder."""
+from pathlib import Path
+from typing import Optional
+
+from .trainer import TrainSettings, train_classifier
+
+
+def finetune_settings(**overrides) -> TrainSettings:
+    """Fine-tuning defaults: as the teacher's, plus KD (w = 0.5, T = 2)."""
+    return TrainSettings(**{"kd_weight": 0.5, **overrides})
+
+
+def finetune_subtransformer(space, genes, out, supernet_path=None, settings: Optional[TrainSettings] = None,
+                            teacher_folder=None, progress: bool = True, test_limit: Optional[int] = None,
+                            stop_after_epochs: Optional[int] = None) -> Optional[dict]:
+    """Train and save; returns the folder's metrics (None if ``stop_after_epochs`` cut it short)."""
+    from .distill import load_supernet
+    from .evaluate import accuracy, torch_predict
+    from .folder import read_meta, save_subtransformer
+    from .teacher import ensure_teacher, teacher_logits
+
+    s = settings or finetune_settings()
+    genes = space.validate(genes)
+    out = Path(out)
+    supernet = load_supernet(supernet_path, space) if supernet_path else space.supernet()
+    module = supernet.materialize(genes)
+    soft = None
+    if s.kd_weight > 0:
+        teacher_folder = ensure_teacher(teacher_folder, progress=progress)
+        soft = teacher_logits("train", s.seq_len, s.limit, teacher_folder)
+    else:
+        teacher_folder = None
+    result = train_classifier(module, s, out.with_name(out.name + ".work"), teacher_logits=soft, progress=progress,
+                              stop_after_epochs=stop_after_epochs, desc="finetune")
+    if not result["finished"]:
+        return None
+    test = accuracy(torch_predict(module), "test", s.seq_len, limit=test_limit, progress=progress)
+    metrics = {"dev_accuracy": result["dev_accuracy"], "test_accuracy": test, "best_epoch": result["best_epoch"],
+               "train_seconds": sum(r["seconds"] for r in result["history"]), "test_limit": test_limit}
+    teacher_metrics = read_meta(teacher_folder)["metrics"] if teacher_folder else None
+    save_subtransformer(out, space, genes, module, {
+        "role": "student", "seq_len": s.seq_len, "metrics": metrics, "training": result,
+        "supernet": str(supernet_path) if supernet_path else "untrained (MiniLM weights)",
+        "teacher": str(teacher_folder) if teacher_folder else None, "teacher_metrics": teacher_metrics})
+    return metrics
