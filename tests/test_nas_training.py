@@ -152,3 +152,21 @@ def test_finetune_cli_rejects_bad_input(small, tmp_path):
                                      "-o", str(tmp_path / "y"), "--supernet", str(tmp_path / "missing.pt")])
     with pytest.raises(CanaoError, match="does not exist"):
         no_supernet.func(no_supernet)
+
+
+def test_classifier_training_resumes_per_epoch_to_the_uninterrupted_state(small, tmp_path):
+    from canao.nas.training.trainer import train_classifier
+
+    s = TrainSettings(epochs=2, batch=16, seq_len=SEQ, limit=32, dev_limit=16)
+    whole = small.to_subnet(small.smallest())
+    done = train_classifier(whole, s, tmp_path / "a", progress=False)
+    cut = small.to_subnet(small.smallest())
+    assert not train_classifier(cut, s, tmp_path / "b", progress=False, stop_after_epochs=1)["finished"]
+    resumed = small.to_subnet(small.smallest())  # a fresh process: weights come from the checkpoint
+    again = train_classifier(resumed, s, tmp_path / "b", progress=False)
+    def numbers(history):
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+    assert numbers(again["history"]) == numbers(done["history"]) and again["best_epoch"] == done["best_epoch"]
+    a, b = whole.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
