@@ -1,9 +1,9 @@
 """Schedules for the quantize rewrite's integer GEMMs (canao.fusion.quantize.kernels).
 
-On x86 with AVX-512 VNNI the 16 x 4 inner panel is tensorized with TVM's registered
-``dot_16x4_vnni`` intrinsic (one ``vpdpbusd``: 16 int32 lanes += 4 u8 x s8 products each); with
-AVX-512 but no VNNI, ``dot_16x4_avx512`` (pmaddubsw + pmaddwd). Elsewhere (aarch64, AVX2) the
-same register tile is left to LLVM's vectorizer. The register tile is ``mr`` rows x 2 panels
+On x86 with AVX-512 VNNI the 16 x 4 inner panel is tensorized with a ``vpdpbusd`` intrinsic
+(16 int32 lanes += 4 u8 x s8 products each; TVM's ``dot_16x4_vnni`` description, an
+implementation with the operand types current LLVM declares). Elsewhere (aarch64 ``+dotprod``,
+AVX2) the same register tile is left to LLVM's vectorizer. The register tile is ``mr`` rows x 2 panels
 (16 int32 accumulators at mr = 8) held in a local buffer across the k loop; output panels run in
 parallel, so each task reads its weight panels once. The dequantize epilogue LP-Fusion fused into
 the kernel is inlined into one block computed per tile straight from the accumulators, so the
@@ -31,14 +31,30 @@ VNNI_INTRIN = "canao_dot_16x4_vnni"
 
 
 def _register_vnni() -> None:
-    """vpdpbusd for the 16x4 panel, with the operand types LLVM >= 20 declares (<64 x i8>).
+    """vpdpbusd for the 16x4 panel: C[16] (int32) += sum_4 A[4] (u8) * B[16, 4] (s8).
 
-    TVM 0.27's registered ``dot_16x4_vnni`` passes <16 x i32> operands, which the LLVM 22 in
-    the wheel rejects at module verification; the description (what is computed) is TVM's own.
+    Registered here rather than taken from ``tvm.s_tir.tensor_intrin.x86``: that TVM 0.27 intrinsic
+    passes <16 x i32> operands, which LLVM >= 20 (the wheel has 22) rejects at module verification,
+    and importing the ``tensor_intrin`` package parses every target's intrinsics (minutes on a busy
+    2-core machine).
     """
     from tvm.s_tir import TensorIntrin
-    from tvm.s_tir.tensor_intrin.x86 import dot_product_16x4_u8i8i32_desc
     from tvm.script import tirx as T
+    from tvm.target.codegen import llvm_version_major
+
+    a_type, b_type = ("uint8x64", "int8x64") if llvm_version_major() >= 20 else ("int32x16", "int32x16")
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((16, 4), "int8", offset_factor=1),
+             c: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:16], a[0:4], b[0:16, 0:4])
+            T.writes(c[0:16])
+            for i in T.serial(0, 16):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
 
     @T.prim_func(s_tir=True)
     def impl(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((16, 4), "int8", offset_factor=1),
@@ -49,24 +65,24 @@ def _register_vnni() -> None:
             a_i32 = T.reinterpret(a.vload([0], "uint8x4"), dtype="int32")
             c[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
                 T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), c.vload([0], dtype="int32x16"),
-                T.reinterpret(T.broadcast(a_i32, 16), dtype="uint8x64"), b.vload([0, 0], dtype="int8x64"),
+                T.reinterpret(T.broadcast(a_i32, 16), dtype=a_type), T.reinterpret(b.vload([0, 0], dtype="int8x64"),
+                                                                                    dtype=b_type),
                 dtype="int32x16")
 
-    TensorIntrin.register(VNNI_INTRIN, dot_product_16x4_u8i8i32_desc, impl, override=True)
+    TensorIntrin.register(VNNI_INTRIN, desc, impl, override=True)
+
+
+_REGISTERED = []
 
 
 def int8_intrinsic(target) -> Optional[str]:
     """The tensor intrinsic for the 16x4 u8 x s8 panel on this target, or None (vectorizer)."""
-    from tvm.target.codegen import llvm_version_major
-
     if target.kind.name != "llvm" or not _has("avx512vnni", target):
         return None
-    if llvm_version_major() >= 20:
+    if not _REGISTERED:
         _register_vnni()
-        return VNNI_INTRIN
-    import tvm.s_tir.tensor_intrin.x86  # noqa: F401 - registers TVM's (older LLVM signature)
-
-    return "dot_16x4_vnni"
+        _REGISTERED.append(VNNI_INTRIN)
+    return VNNI_INTRIN
 
 
 def _find(sch, name):
@@ -105,6 +121,9 @@ def schedule_int8_gemm(func, target):
     sch.reorder(jo, io, ko, ii, jp, j16, k4)
     if n // (LANES * panels) >= 2:
         sch.parallel(jo)  # before decompose_reduction: parallel needs one block under the loop
+    if unpack is not None:  # w4: unpack this task's weight panels to int8, then run on them
+        sch.compute_at(unpack, jo)
+        attempt(sch.vectorize, sch.fuse(*sch.get_loops(unpack)[-2:]))
     acc = sch.cache_write(gemm, 0, "global")  # the intrinsics describe global buffers; it is a tile, compacted
     sch.reverse_compute_at(acc, io)
     init = sch.decompose_reduction(gemm, ko)
@@ -114,9 +133,6 @@ def schedule_int8_gemm(func, target):
         attempt(sch.vectorize, j16)
     attempt(sch.unroll, jp)
     attempt(sch.unroll, ii)
-    if unpack is not None:
-        sch.compute_at(unpack, jo)
-        attempt(sch.vectorize, sch.fuse(*sch.get_loops(unpack)[-2:]))
     _fuse_epilogue(sch, epilogue, acc, io)
     return sch
 

@@ -30,6 +30,7 @@ from . import kernels
 
 QUANT_MODES = ("int8", "w4")
 QMAX = {"int8": 127, "w4": 7}
+W4_GROUP = 64  # rows of k sharing one 4-bit scale (per output channel)
 SHIFT = 128  # int8 activations + 128 = uint8
 _EPS = 1e-12  # an all-zero row or channel gets a tiny scale instead of a division by zero
 
@@ -64,7 +65,7 @@ def why_not_quantizable(x_shape, w_shape, x_dtype, w_dtype, mode: str) -> Option
     if len(w_shape) != 2 or len(x_shape) < 2 or x_shape[-1] != w_shape[0]:
         return f"shapes {x_shape} x {w_shape} (needs x[..., K] @ W[K, N])"
     k, n = w_shape
-    k_multiple = 2 * kernels.KPACK if mode == "w4" else kernels.KPACK
+    k_multiple = W4_GROUP if mode == "w4" else kernels.KPACK
     if k % k_multiple or n % kernels.LANES:
         return f"K={k}, N={n}: the panel layout needs K % {k_multiple} == 0 and N % {kernels.LANES} == 0"
     return None
@@ -102,8 +103,8 @@ class _Quantizer(relax.PyExprMutator):
     def _kernel(self, m, k, n):
         key = (self.mode, m, k, n)
         if key not in self._kernels:
-            build = kernels.w4_matmul if self.mode == "w4" else kernels.int8_matmul
-            func = build(m, k, n).with_attr("global_symbol", f"canao_{self.mode}_matmul_{m}x{k}x{n}")
+            func = kernels.w4_matmul(m, k, n, W4_GROUP) if self.mode == "w4" else kernels.int8_matmul(m, k, n)
+            func = func.with_attr("global_symbol", f"canao_{self.mode}_matmul_{m}x{k}x{n}")
             self._kernels[key] = self.builder_.add_func(func, f"canao_{self.mode}_matmul_{m}x{k}x{n}")
         return self._kernels[key]
 
@@ -118,28 +119,44 @@ class _Quantizer(relax.PyExprMutator):
         xu8 = emit(op.astype(op.add(op.clip(xq, -127.0, 127.0), _const(SHIFT)),
                              "uint8"))
         # weights (weight-only: lifted and computed once at compile time)
-        q = QMAX[self.mode]
-        s_w = emit(op.divide(op.maximum(op.max(op.abs(w), axis=[0]), _const(_EPS)), _const(float(q))))
-        wq = emit(op.clip(op.round(op.divide(w, s_w)), float(-q), float(q)))
-        corr = emit(op.multiply(op.multiply(op.sum(wq, axis=[0]), _const(float(SHIFT))), s_w))
-        packed = emit(self._pack(wq, k, n))
-        acc = emit(relax.call_tir(self._kernel(m, k, n), [xu8, packed], relax.TensorType((m, n), "int32")))
+        if self.mode == "w4":
+            s_w, w8, weight_args = self._w4_weights(w, k, n)
+        else:
+            s_w = emit(op.divide(op.maximum(op.max(op.abs(w), axis=[0]), _const(_EPS)), _const(127.0)))
+            w8 = emit(op.clip(op.round(op.divide(w, s_w)), -127.0, 127.0))
+            weight_args = [emit(op.astype(self._panels(w8, k, n), "int8"))]
+        corr = emit(op.multiply(op.multiply(op.sum(w8, axis=[0]), _const(float(SHIFT))), s_w))
+        acc = emit(relax.call_tir(self._kernel(m, k, n), [xu8] + weight_args, relax.TensorType((m, n), "int32")))
         # dequantize: the epilogue LP-Fusion fuses into the GEMM kernel
         s_a = op.divide(amax, _const(127.0))
         y = op.multiply(op.subtract(op.multiply(op.astype(acc, "float32"), s_w), corr), s_a)
         return op.reshape(emit(y), tuple(x_shape[:-1]) + (n,)) if len(x_shape) != 2 else y
 
-    def _pack(self, wq, k, n):
-        op = relax.op
+    def _panels(self, wq, k, n):
+        """[K, N] -> [N/16, K/4, 16, 4]: the dot-product panel layout."""
         lanes, kp = kernels.LANES, kernels.KPACK
-        if self.mode == "int8":  # [K, N] -> [N/16, K/4, 16, 4]
-            panels = op.permute_dims(op.reshape(wq, (k // kp, kp, n // lanes, lanes)), [2, 0, 3, 1])
-            return op.astype(panels, "int8")
-        # w4: value + 8 in a nibble; panel ko = 2*ko2 + h goes to nibble h of byte [no, ko2, ni, ki]
-        split = op.permute_dims(op.reshape(op.add(wq, _const(8.0)), (k // (2 * kp), 2, kp, n // lanes, lanes)),
+        return relax.op.permute_dims(relax.op.reshape(wq, (k // kp, kp, n // lanes, lanes)), [2, 0, 3, 1])
+
+    def _w4_weights(self, w, k, n):
+        """Group-wise 4-bit weights, re-expressed on a per-channel int8 grid for the int8 kernel.
+
+        s_g[g, n] = max|W[g*G:(g+1)*G, n]| / 7, q4 = round(W / s_g) in [-7, 7]; the channel's int8
+        scale s_w[n] = max_g s_g * 7 / 127 and ratio = s_g / s_w, so the kernel's int8 weight is
+        round(q4 * ratio). Returns (s_w, the int8 weights as fp32 [K, N] for the shift correction,
+        the kernel's weight arguments [packed nibbles, ratio])."""
+        op, emit, g = relax.op, self.builder_.emit, W4_GROUP
+        lanes, kp = kernels.LANES, kernels.KPACK
+        grouped = emit(op.reshape(w, (k // g, g, n)))
+        s_g = emit(op.divide(op.maximum(op.max(op.abs(grouped), axis=[1]), _const(_EPS)), _const(7.0)))  # [K/G, N]
+        q4 = emit(op.clip(op.round(op.divide(grouped, op.expand_dims(s_g, 1))), -7.0, 7.0))
+        s_w = emit(op.multiply(op.max(s_g, axis=[0]), _const(7.0 / 127.0)))
+        ratio = emit(op.divide(s_g, s_w))
+        w8 = emit(op.reshape(op.round(op.multiply(q4, op.expand_dims(ratio, 1))), (k, n)))
+        # value + 8 in a nibble; panel ko = 2*ko2 + h goes to nibble h of byte [no, ko2, ni, ki]
+        split = op.permute_dims(op.reshape(op.add(q4, _const(8.0)), (k // (2 * kp), 2, kp, n // lanes, lanes)),
                                 [3, 0, 4, 2, 1])
-        nibbles = op.sum(op.multiply(split, _const([1.0, 16.0])), axis=[-1])
-        return op.astype(nibbles, "uint8")
+        nibbles = emit(op.astype(op.sum(op.multiply(split, _const([1.0, 16.0])), axis=[-1]), "uint8"))
+        return s_w, w8, [nibbles, ratio]
 
 
 def quantize_module(mod: tvm.IRModule, mode: str = "int8", report: Optional[QuantizeReport] = None) -> tvm.IRModule:
@@ -186,6 +203,9 @@ def Quantize(mode: str = "int8", report: Optional[QuantizeReport] = None,
     @tvm.transform.module_pass(opt_level=0, name=f"CanaoQuantize.{mode}")
     def _pass(mod, _ctx):
         out = quantize_module(mod, mode, report)
+        if report.quantized:  # Q, K and V read the same x: quantize it once
+            out = tvm.transform.Sequential([relax.transform.EliminateCommonSubexpr(),
+                                            relax.transform.CanonicalizeBindings()])(out)
         if records is not None:
             records.extend(records_of(report))
         return out
