@@ -51,6 +51,7 @@ class TVMEngine(Engine):
         self.compiled = build(imported, resolve_target(self.target_name, threads=threads), self.pipeline,
                               options=self.options)
         self.model = LocalModel.from_compiled(self.compiled, imported.inputs)
+        self.size_mb = sum(np.asarray(p).nbytes for p in self.compiled.params) / 1e6  # weights as shipped
 
     def runner(self, inputs):
         return self.model.runner(inputs)
@@ -111,9 +112,9 @@ def export_onnx(imported, path: str) -> str:
 class OrtEngine(Engine):
     """ONNX Runtime on CPU; ``bert_optimizer`` runs onnxruntime.transformers' fusions first."""
 
-    def __init__(self, name, description, bert_optimizer: bool = False):
+    def __init__(self, name, description, bert_optimizer: bool = False, quantize: Optional[str] = None):
         super().__init__(name, description)
-        self.bert_optimizer = bert_optimizer
+        self.bert_optimizer, self.quantize = bert_optimizer, quantize
 
     def prepare(self, imported, threads, workdir):
         try:
@@ -125,6 +126,9 @@ class OrtEngine(Engine):
             path = export_onnx(imported, path)
         if self.bert_optimizer:
             path = self._optimize(imported, path, os.path.join(workdir, "model.bert-opt.onnx"))
+        if self.quantize:
+            path = _ort_dynamic_int8(path, os.path.join(workdir, "model.int8.onnx"))
+        self.size_mb = _onnx_size_mb(path)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -157,6 +161,22 @@ class OrtEngine(Engine):
         return self.runner(inputs)()[0]
 
 
+def _ort_dynamic_int8(src: str, dst: str) -> str:
+    """onnxruntime.quantization.quantize_dynamic: int8 weights, activations quantized at run time."""
+    if not os.path.exists(dst):
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+    return dst
+
+
+def _onnx_size_mb(path: str) -> float:
+    """The model file plus external weight files beside it (the dynamo exporter may write .data)."""
+    size = os.path.getsize(path)
+    data = path + ".data"
+    return (size + (os.path.getsize(data) if os.path.exists(data) else 0)) / 1e6
+
+
 def _onnx_node_count(path: str) -> int:
     import onnx
 
@@ -164,7 +184,13 @@ def _onnx_node_count(path: str) -> int:
 
 
 class LiteRTEngine(Engine):
-    """LiteRT (TFLite) with its default XNNPACK delegate, converted by litert-torch from the same module."""
+    """LiteRT (TFLite) with its default XNNPACK delegate, converted by litert-torch from the same module;
+    ``quantize="int8"`` uses the converter's dynamic-range recipe (int8 weights per channel, activations
+    quantized on the fly)."""
+
+    def __init__(self, name, description, quantize: Optional[str] = None):
+        super().__init__(name, description)
+        self.quantize = quantize
 
     def prepare(self, imported, threads, workdir):
         if imported.torch_module is None:
@@ -180,11 +206,17 @@ class LiteRTEngine(Engine):
 
         import torch
 
-        path = os.path.join(workdir, "model.tflite")
+        path = os.path.join(workdir, f"model{'.' + self.quantize if self.quantize else ''}.tflite")
         if not os.path.exists(path):
             example = tuple(torch.from_numpy(imported.example_inputs()[s.name]) for s in imported.inputs)
+            kwargs = {}
+            if self.quantize:
+                from litert_torch.generative.quantize.quant_recipes import full_dynamic_recipe
+
+                kwargs["quant_config"] = full_dynamic_recipe()
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                litert_torch.convert(imported.torch_module.eval(), example).export(path)
+                litert_torch.convert(imported.torch_module.eval(), example, **kwargs).export(path)
+        self.size_mb = os.path.getsize(path) / 1e6
         self.interpreter = Interpreter(model_path=path, num_threads=threads)
         self.interpreter.allocate_tensors()
         # the converter keeps argument order; int64 inputs become int32
@@ -202,8 +234,23 @@ class LiteRTEngine(Engine):
         return self.interpreter.get_tensor(self.out_index).copy()
 
 
-def default_engines(tuned_db: Optional[str] = None, include=None):
-    """The side-by-side line-up, in table order."""
+def quantized_engines(mode: str = "int8"):
+    """The int8 rows: this toolkit's quantized build, LiteRT dynamic-range int8, ORT dynamic int8."""
+    from canao.fusion.quantize import QUANT_MODES
+
+    if mode not in QUANT_MODES:
+        raise CanaoError(f"unknown quantization mode '{mode}'", f"use one of {', '.join(QUANT_MODES)}")
+    label = "int8 weights" if mode == "int8" else "4-bit weights"
+    return [
+        TVMEngine(f"canao-{mode}", f"this toolkit, {label} + dynamic per-token int8 activations (VNNI)", "canao",
+                  options={"quantize": mode}),
+        LiteRTEngine("litert-int8", "LiteRT dynamic-range int8 (full_dynamic_recipe) with XNNPACK", quantize="int8"),
+        OrtEngine("onnxruntime-int8", "ONNX Runtime quantize_dynamic (QInt8 weights)", quantize="int8"),
+    ]
+
+
+def default_engines(tuned_db: Optional[str] = None, include=None, quantize: Optional[str] = None):
+    """The side-by-side line-up, in table order (plus the quantized rows when ``quantize`` is set)."""
     engines = [
         TVMEngine("canao", "this toolkit (LP-Fusion + default schedules)", "canao"),
         TVMEngine("tvm-stock", "TVM Relax default pipeline, untuned", "stock"),
@@ -212,6 +259,8 @@ def default_engines(tuned_db: Optional[str] = None, include=None):
         OrtEngine("onnxruntime-bert", "ONNX Runtime + transformers BERT optimizer", bert_optimizer=True),
         LiteRTEngine("litert-xnnpack", "LiteRT/TFLite fp32 with XNNPACK"),
     ]
+    if quantize:
+        engines += quantized_engines(quantize)
     if tuned_db:
         engines.insert(1, TVMEngine("canao-tuned", f"this toolkit + tuning database {tuned_db}", "canao",
                                     options={"tuning_db": tuned_db}))

@@ -23,6 +23,12 @@ def register(sub) -> None:
     p.add_argument("--key", help="device key registered with the tracker")
     p.add_argument("--target", default="android-arm64", help="target of the device builds (default android-arm64)")
     p.add_argument("--atol", type=float, default=1e-3, help="output tolerance vs PyTorch, scaled by max|output|")
+    p.add_argument("--quantize", choices=("int8", "w4"),
+                   help="add quantized rows: CANAO int8/w4, LiteRT dynamic-range int8, ONNX Runtime dynamic int8 "
+                   "(each with max error and cosine vs the fp32 output, and model size)")
+    p.add_argument("--quant-atol", type=float, default=0.1,
+                   help="with --quantize: output tolerance of the run, scaled by max|output| (quantized outputs "
+                   "differ from fp32 by design; default 0.1)")
     p.add_argument("--out", help="report folder (default canao-results/benchmark-MODEL-seqL)")
     p.add_argument("--json", help="also write the JSON report to this file")
     p.set_defaults(func=run)
@@ -47,17 +53,56 @@ def run(args) -> int:
 
         engines = device_engines(args.target, {"rpc": args.rpc, "tracker": args.tracker, "key": args.key})
     else:
-        engines = default_engines(tuned_db=args.tuned, include=args.engines.split(",") if args.engines else None)
+        engines = default_engines(tuned_db=args.tuned, include=args.engines.split(",") if args.engines else None,
+                                  quantize=args.quantize)
     with console.status(f"importing {args.model}"):
         imported = load(args)
-    result = suite.run(imported, engines, args.threads, args.runs, args.warmup, args.max_seconds, atol=args.atol)
+    atol = max(args.atol, args.quant_atol) if args.quantize else args.atol
+    result = suite.run(imported, engines, args.threads, args.runs, args.warmup, args.max_seconds, atol=atol)
+    if args.quantize:
+        add_quantization_columns(result, imported, engines)
     name = Path(args.model).stem if os.path.sep in args.model else args.model
     out = args.out or os.path.join("canao-results", f"benchmark-{name}-seq{args.seq_len}")
     files = report.write_all(result, out, args.json)
     console.print(report.markdown(result))
+    if args.quantize:
+        console.print(quantization_table(result))
     console.print("wrote " + ", ".join(str(f) for f in files))
     failed = [e["name"] for e in result["engines"] if e["status"] == "failed"]
     if failed:
         console.print(f"[red]failed: {', '.join(failed)}[/] (output mismatch or build error; no time reported)")
         return 1
     return 0
+
+
+def add_quantization_columns(result: dict, imported, engines) -> None:
+    """Cosine and max error of every engine's output vs the fp32 (PyTorch) output, and model size."""
+    from ..bench.suite import real_inputs
+    from .common import cosine
+
+    inputs, _ = real_inputs(imported, imported.inputs[0].shape[0])
+    reference = imported.reference(inputs)
+    by_name = {e.name: e for e in engines}
+    for row in result["engines"]:
+        engine = by_name.get(row["name"])
+        if engine is None or row.get("status") != "ok":
+            continue
+        out = engine.output(inputs)
+        row["cosine_vs_fp32"] = cosine(out, reference)
+        if getattr(engine, "size_mb", None) is not None:
+            row["size_mb"] = engine.size_mb
+    result["meta"]["quantized_tolerance_note"] = "run tolerance loosened by --quant-atol for the quantized rows"
+
+
+def quantization_table(result: dict) -> str:
+    """Markdown: p50, size and cosine vs fp32 per engine (report.py's table has no such columns)."""
+    lines = ["| engine | p50 ms | size MB | cosine vs fp32 | max abs err |", "|---|---|---|---|---|"]
+    for row in result["engines"]:
+        if row.get("status") != "ok":
+            continue
+        cells = [row["name"], f"{row['p50_ms']:.2f}" if row.get("p50_ms") else "-",
+                 f"{row['size_mb']:.1f}" if row.get("size_mb") is not None else "-",
+                 f"{row['cosine_vs_fp32']:.5f}" if row.get("cosine_vs_fp32") is not None else "-",
+                 f"{row['max_abs_err']:.3g}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,7 +1,8 @@
 """`canao compile`: import, fuse, build for a target, check numbers, write the artifact folder."""
 import numpy as np
 
-from .common import add_model_args, add_target_args, build_options, load, set_threads
+from .common import (QUANT_MIN_COSINE, W4_MIN_COSINE, add_model_args, add_quantize_arg, add_target_args, build_options,
+                     cosine, load, set_threads)
 
 DEFAULT_ATOL = 1e-3
 
@@ -17,6 +18,7 @@ def register(sub) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.add_argument("--tuning-db", help="MetaSchedule database folder to take tuned kernels from (see `canao tune`)")
     p.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="tolerance of the numeric check, scaled by max|output|")
+    add_quantize_arg(p)
     p.set_defaults(func=run)
 
 
@@ -53,8 +55,14 @@ def run(args) -> int:
     if target.runs_locally:
         out = LocalModel.from_compiled(compiled, imported.inputs).run(inputs)
         err = float(np.abs(out - ref).max())
-        check.update(status="passed" if within_tolerance(err, ref, args.atol) else "failed", max_abs_err=err,
-                     atol=args.atol, output_checksum=artifact.output_checksum(out))
+        if args.quantize:  # quantized output: judged by cosine to the fp32 reference
+            cos = cosine(out, ref)
+            min_cos = W4_MIN_COSINE if args.quantize == "w4" else QUANT_MIN_COSINE
+            check.update(status="passed" if cos >= min_cos else "failed", max_abs_err=err, cosine=cos,
+                         min_cosine=min_cos, quantize=args.quantize, output_checksum=artifact.output_checksum(out))
+        else:
+            check.update(status="passed" if within_tolerance(err, ref, args.atol) else "failed", max_abs_err=err,
+                         atol=args.atol, output_checksum=artifact.output_checksum(out))
         if check["status"] == "failed":
             raise CanaoError(f"the compiled model's output differs from {check['reference']}: max abs err {err:.3g}",
                              "retry with --pipeline stock and report the model; nothing was written")
@@ -63,5 +71,5 @@ def run(args) -> int:
     artifact.write(args.out, compiled, imported, check, {"inputs": inputs, "output": ref}, force=args.force)
     console.print(f"[green]compiled[/] {imported.name} for {target.name}: {compiled.kernels} kernels, "
                   f"check {check['status']}" + (f" (max abs err {check['max_abs_err']:.2e})" if "max_abs_err" in check else "")
-                  + f" -> {args.out}")
+                  + (f", cosine {check['cosine']:.4f} to fp32" if "cosine" in check else "") + f" -> {args.out}")
     return 0
