@@ -49,6 +49,17 @@ def default_schedule_pass(rules: Optional[Sequence] = None, fast_math: bool = Tr
     return _pass
 
 
+def fast_math_factory(target, options: dict):
+    """Pipeline factory for the schedule prelude: vectorisable erf/exp in every unscheduled CPU
+    kernel, before a tuning database is applied (so tuned kernels get it too)."""
+    from .fast_math import vectorizable_math_pass
+
+    options = options or {}
+    if options.get("fast_math", True) is False or target.kind.name != "llvm":
+        return None
+    return vectorizable_math_pass(skip=is_scheduled)
+
+
 def stage_factory(target, options: dict):
     """Pipeline factory for the "schedule" slot: None for non-CPU targets or when switched off."""
     options = options or {}

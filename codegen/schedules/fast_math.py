@@ -43,11 +43,17 @@ def _horner(coeffs, t):
     return acc
 
 
+# Let-binding shared subexpressions is the natural form, but MetaSchedule's FLOP estimator (run
+# on every task it tunes) has no rule for tirx.Let and aborts; written out inline, LLVM's CSE
+# computes each shared subexpression once all the same.
+USE_LET = False
+
+
 def _bind(value, body_of: Callable):
     """Let-bind ``value`` (so it is computed once) and build the body from the bound variable."""
     from tvm import tirx
 
-    if isinstance(value, (tirx.Var, tirx.FloatImm)):
+    if not USE_LET or isinstance(value, (tirx.Var, tirx.FloatImm)):
         return body_of(value)
     var = tirx.Var("x", "float32")  # only fp32 expressions are bound here
     return tirx.Let(var, value, body_of(var))
@@ -205,9 +211,12 @@ def vectorizable_math_pass(skip: Callable = None):
             new = rewrite_func(func)
             if new is not None:
                 updates[gv] = new
+        if not updates:
+            return mod
+        out = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)  # never write into the input
         for gv, func in updates.items():
-            mod[gv] = func
-        return mod
+            out[gv] = func
+        return out
 
     return _pass
 

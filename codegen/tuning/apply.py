@@ -32,15 +32,38 @@ APPLIED = "applied"  # the subset of the database a build uses, rewritten from t
 
 
 def _winners(store: TuningStore):
-    """The folder to apply: the whole database, or (when `canao tune` measured the default
-    schedules) only the tuned kernels that beat them, so tuning never makes a build slower."""
+    """The folder to apply: the whole database for one tuned by plain MetaSchedule; otherwise
+    each kernel's winner (default schedule = no record, best tile variant, or MetaSchedule's
+    best), as the side-by-side verdict of `canao tune` decided, so tuning never makes a kernel
+    slower. A verdict made stale by later records falls back to comparing stored times."""
+    from .store import write_database
+    from .variants import variants_store
+    from .verdict import is_current
+
     tasks = store.load_manifest().get("tasks", {})
-    if not any("default_us" in entry for entry in tasks.values()):
+    if not any("default_us" in entry or "verdict" in entry for entry in tasks.values()):
         return store.dir
-    best = store.best_records()
-    keep = [key for key, (secs, _, _) in best.items()
-            if tasks.get(key, {}).get("default_us") is None or 1e6 * secs < tasks[key]["default_us"]]
-    store.write_subset(store.dir / APPLIED, keep)
+    variants = variants_store(store)
+    best, variant_best = store.best_records(), variants.best_records()
+    counts, variant_counts = store.record_counts(), variants.record_counts()
+    entries = []
+    for key in sorted(set(best) | set(variant_best)):
+        entry = tasks.get(key, {})
+        verdict = entry.get("verdict")
+        if verdict and is_current(verdict, counts, variant_counts, key):
+            choice = verdict["choice"]
+        else:
+            stored = {"default": entry.get("default_us"),
+                      "tuned": 1e6 * best[key][0] if key in best else None,
+                      "variant": 1e6 * variant_best[key][0] if key in variant_best else None}
+            timed = {n: us for n, us in stored.items() if us is not None}
+            choice = min(timed, key=timed.get) if "default" in timed else (
+                "tuned" if key in best else "variant")
+        if choice == "tuned":
+            entries.append(best[key][1:])
+        elif choice == "variant":
+            entries.append(variant_best[key][1:])
+    write_database(store.dir / APPLIED, entries)
     return store.dir / APPLIED
 
 

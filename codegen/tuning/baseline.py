@@ -20,12 +20,8 @@ def default_schedule_pass(target_spec, pipeline: str, options: Optional[dict]):
     return None
 
 
-def measure_defaults(tasks: List[TuningTask], target_spec, builder, runner, schedule) -> Dict[str, Optional[float]]:
-    """{task key: mean run time in microseconds under the default schedules, None if it failed}."""
-    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
-    from tvm.s_tir.meta_schedule.builder import BuilderInput
-    from tvm.s_tir.meta_schedule.runner import RunnerInput
-
+def default_modules(tasks: List[TuningTask], target_spec, schedule) -> list:
+    """Each task's kernel under the default schedules (the plain kernel where a rule fails)."""
     from .tasks import copy_module
 
     target = target_spec.tvm_target()
@@ -39,25 +35,12 @@ def measure_defaults(tasks: List[TuningTask], target_spec, builder, runner, sche
             except Exception:  # a rule that fails on this kernel: the baseline is the plain kernel
                 mod = task.mod
         mods.append(mod)
-    built = builder.build([BuilderInput(mod, target) for mod in mods])
-    results: Dict[str, Optional[float]] = {task.key: None for task in tasks}
-    runnable = [(task, mod, b) for task, mod, b in zip(tasks, mods, built) if b.error_msg is None]
-    device = {"llvm": "cpu", "c": "cpu"}.get(target.kind.name, target.kind.name)
-    futures = runner.run([RunnerInput(b.artifact_path, device, ArgInfo.from_prim_func(mod["main"]))
-                          for _, mod, b in runnable])
-    for (task, _, _), future in zip(runnable, futures):
-        result = future.result()
-        if result.error_msg is None and result.run_secs:
-            secs = [float(s) for s in result.run_secs]
-            results[task.key] = 1e6 * sum(secs) / len(secs)
-    _remove_artifacts(built)
-    return results
+    return mods
 
 
-def _remove_artifacts(built) -> None:
-    import os
-    import shutil
+def measure_defaults(tasks: List[TuningTask], target_spec, builder, runner, schedule) -> Dict[str, Optional[float]]:
+    """{task key: mean run time in microseconds under the default schedules, None if it failed}."""
+    from .candidates import measure_modules
 
-    for result in built:
-        if result.artifact_path:
-            shutil.rmtree(os.path.dirname(result.artifact_path), ignore_errors=True)
+    times = measure_modules(default_modules(tasks, target_spec, schedule), target_spec, builder, runner)
+    return {task.key: us for task, us in zip(tasks, times)}

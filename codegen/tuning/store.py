@@ -110,18 +110,9 @@ class TuningStore:
     def write_subset(self, dest, keys) -> int:
         """A JSON database at ``dest`` holding only the fastest record of each task in ``keys``
         (written whole, then renamed into place); returns how many tasks it holds."""
-        from canao.atomic import staged_dir
-
         best = self.best_records()
         chosen = [key for key in keys if key in best]
-        with staged_dir(dest, force=True) as tmp:
-            workloads, records = [], []
-            for index, key in enumerate(chosen):
-                _mean, workload_line, record_line = best[key]
-                workloads.append(workload_line)
-                records.append(_RECORD_PREFIX.sub(f"[{index},", record_line, count=1))
-            (tmp / WORKLOADS).write_text("".join(w + "\n" for w in workloads))
-            (tmp / RECORDS).write_text("".join(r + "\n" for r in records))
+        write_database(dest, [best[key][1:] for key in chosen])
         return len(chosen)
 
     def total_records(self) -> int:
@@ -160,6 +151,20 @@ class TuningStore:
             return True
         except Exception:  # a stale or unreadable model only costs warm-up time
             return False
+
+
+def write_database(dest, entries) -> None:
+    """A JSON database at ``dest`` from (workload line, record line) pairs taken from any
+    databases, one record per workload (written whole, then renamed into place)."""
+    from canao.atomic import staged_dir
+
+    with staged_dir(dest, force=True) as tmp:
+        workloads, records = [], []
+        for index, (workload_line, record_line) in enumerate(entries):
+            workloads.append(workload_line)
+            records.append(_RECORD_PREFIX.sub(f"[{index},", record_line, count=1))
+        (tmp / WORKLOADS).write_text("".join(w + "\n" for w in workloads))
+        (tmp / RECORDS).write_text("".join(r + "\n" for r in records))
 
 
 def _parses(line: str) -> bool:

@@ -38,7 +38,7 @@ def has_prim_funcs(mod) -> bool:
 
 
 def fused_module(mod, target_spec, pipeline: str = "canao", options: Optional[dict] = None):
-    """``mod`` taken through the pipeline up to (not including) its schedule stage.
+    """``mod`` taken through the pipeline up to its schedule stage (and that stage's prelude).
 
     ``mod`` may be an ImportedModel (graph rewrite and weight lifting run first, as in build),
     a Relax module of high-level ops, or an already fused module (returned unchanged). The
@@ -61,6 +61,10 @@ def fused_module(mod, target_spec, pipeline: str = "canao", options: Optional[di
                 break
             with target:
                 mod = stage(mod)
+        prelude = pipelines.schedule_prelude(target, options) if pipeline == "canao" else None
+        if prelude is not None:  # kernel-body rewrites the build applies before the database
+            with target:
+                mod = prelude(mod)
     return mod
 
 

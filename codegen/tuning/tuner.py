@@ -34,12 +34,16 @@ class TaskResult:
     trials: int  # on disk, all runs together
     target_trials: int
     exhausted: bool  # the search found nothing new to measure
-    best_us: Optional[float] = None
+    best_us: Optional[float] = None  # MetaSchedule's best record, as measured while tuning
     default_us: Optional[float] = None  # the same kernel under the default schedules
+    choice: Optional[str] = None  # what a build uses: "default", "variant" or "tuned" (the verdict)
+    verdict_us: dict = field(default_factory=dict)  # contender -> us, timed side by side
 
     @property
     def uses_tuned(self) -> bool:
-        """Whether a build applies the tuned kernel (only where it beat the default schedule)."""
+        """Whether a build applies a kernel from tuning (a tile variant or MetaSchedule's)."""
+        if self.choice is not None:
+            return self.choice != "default"
         return self.best_us is not None and (self.default_us is None or self.best_us < self.default_us)
 
 
@@ -60,11 +64,16 @@ class TuningReport:
         return asdict(self)
 
     def summary(self) -> str:
-        lines = [f"{'task':48s} {'calls':>5s} {'trials':>11s} {'tuned us':>10s} {'default us':>10s}  build uses"]
+        lines = ["side by side (us, best of interleaved rounds):",
+                 f"{'task':48s} {'calls':>5s} {'trials':>11s} {'default':>10s} {'variant':>10s} {'tuned':>10s}  build uses"]
         for t in self.tasks:
             trials = f"{t.trials}/{t.target_trials}" + ("*" if t.exhausted else "")
-            lines.append(f"{t.name[:48]:48s} {t.weight:5d} {trials:>11s} {_us(t.best_us)} {_us(t.default_us)}  "
-                         f"{'tuned' if t.uses_tuned else 'default'}")
+            v = t.verdict_us
+            default = v.get("default", t.default_us) if v else t.default_us
+            tuned = v.get("tuned") if v else t.best_us
+            choice = t.choice or ("tuned" if t.uses_tuned else "default")
+            lines.append(f"{t.name[:48]:48s} {t.weight:5d} {trials:>11s} {_us(default)} {_us(v.get('variant'))} "
+                         f"{_us(tuned)}  {choice}")
         state = "complete" if self.complete else ("stopped by the time budget" if self.stopped_by_time_budget
                                                   else "incomplete")
         lines.append(f"{self.trials_total} trials on disk ({self.trials_this_run} this run, "
@@ -114,6 +123,8 @@ def tune(mod, target_spec, work_dir, trials: int, time_budget_s: Optional[float]
                 tuner = _SliceTuner(target_spec, store, database, builder, runner, tasks, seed)
                 _measure_baselines(tuner, tasks, manifest, target_spec, pipeline, options)
                 store.save_manifest(manifest)
+                _search_variants(tuner, tasks, manifest, target_spec, bars)
+                store.save_manifest(manifest)
             measured_in_round = 0
             for task in pending:
                 if time_budget_s is not None and time.perf_counter() - start >= time_budget_s:
@@ -130,6 +141,11 @@ def tune(mod, target_spec, work_dir, trials: int, time_budget_s: Optional[float]
                 store.save_cost_model(tuner.cost_model)
             if stopped or measured_in_round == 0:
                 break
+    if _needs_verdict(store, tasks, manifest):
+        if tuner is None:
+            tuner = _SliceTuner(target_spec, store, store.open_database(), builder, runner, tasks, seed)
+        _settle(tuner, tasks, manifest, target_spec, pipeline, options, progress)
+        store.save_manifest(manifest)
     elapsed = time.perf_counter() - start
     if sum(counts.values()) > before:  # a run with nothing left to tune adds no tuning time
         _save_time(store, manifest, earlier_seconds + elapsed)
@@ -150,6 +166,45 @@ def _measure_baselines(tuner, tasks, manifest, target_spec, pipeline, options) -
         manifest["tasks"].setdefault(key, {})["default_us"] = us
     for task in todo:
         manifest["tasks"][task.key].setdefault("name", task.name)
+
+
+def _search_variants(tuner, tasks, manifest, target_spec, bars) -> None:
+    """Tuning starts from the default schedules: every matmul kernel's register-tile variants
+    (see variants.py), once per database."""
+    from .variants import search_variants
+
+    if all("variants" in manifest["tasks"].get(t.key, {}) for t in tasks):
+        return
+    bars.note("timing the default schedules' tile variants")
+    search_variants(tasks, target_spec, tuner.builder, tuner.runner, tuner.store, manifest)
+
+
+def _needs_verdict(store: TuningStore, tasks, manifest) -> bool:
+    """Some task with records (MetaSchedule's or a variant) has no current side-by-side verdict."""
+    from .variants import variants_store
+    from .verdict import is_current
+
+    counts, variant_counts = store.record_counts(), variants_store(store).record_counts()
+    for task in tasks:
+        if not counts.get(task.key) and not variant_counts.get(task.key):
+            continue
+        verdict = manifest["tasks"].get(task.key, {}).get("verdict")
+        if not verdict or not is_current(verdict, counts, variant_counts, task.key):
+            return True
+    return False
+
+
+def _settle(tuner, tasks, manifest, target_spec, pipeline, options, progress: bool) -> None:
+    """Time default / best variant / best MetaSchedule kernel side by side; the build uses the winner."""
+    import sys
+
+    from .baseline import default_schedule_pass
+    from .verdict import settle
+
+    if progress:
+        print("timing default, variant and tuned kernels side by side ...", file=sys.stderr, flush=True)
+    schedule = default_schedule_pass(target_spec, pipeline, options)
+    settle(tasks, tuner.store, target_spec, tuner.builder, tuner.runner, schedule, manifest)
 
 
 def _save_time(store: TuningStore, manifest: dict, seconds: float) -> None:
@@ -262,9 +317,13 @@ def _report(store, target_spec, tasks, targets, manifest, trials, new, elapsed, 
     if database is None and tasks and store.exists():
         database = store.open_database()
     counts = store.record_counts()
-    results = [TaskResult(t.name, t.key, t.weight, t.flop, counts.get(t.key, 0), targets.get(t.key, 0),
-                          _exhausted(manifest, t), _best_us(database, t),
-                          manifest["tasks"].get(t.key, {}).get("default_us")) for t in tasks]
+    results = []
+    for t in tasks:
+        entry = manifest["tasks"].get(t.key, {})
+        verdict = entry.get("verdict") or {}
+        results.append(TaskResult(t.name, t.key, t.weight, t.flop, counts.get(t.key, 0), targets.get(t.key, 0),
+                                  _exhausted(manifest, t), _best_us(database, t), entry.get("default_us"),
+                                  verdict.get("choice"), dict(verdict.get("us", {}))))
     complete = all(r.exhausted or r.trials >= r.target_trials for r in results)
     return TuningReport(str(store.dir), target_spec.name, trials, sum(counts.get(t.key, 0) for t in tasks), new,
                         elapsed, manifest.get("tuning_seconds", 0.0), complete, stopped,
@@ -295,6 +354,10 @@ class _Progress:
         if self.task is not None:
             self.task.update(n)
         self.overall.update(n)
+
+    def note(self, text: str) -> None:
+        if self.overall is not None:
+            self.overall.set_postfix_str(text)
 
     def end_task(self) -> None:
         if self.task is not None:

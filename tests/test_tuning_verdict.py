@@ -1,0 +1,101 @@
+"""Tuning that starts from the default schedules (register-tile variants) and the side-by-side
+verdict that decides which kernel a build uses."""
+import json
+
+import numpy as np
+import pytest
+
+from canao.codegen.schedules.target_traits import CPUTraits
+from canao.codegen.tuning.store import TuningStore
+from canao.codegen.tuning.variants import tile_choices, variants_store
+
+
+@pytest.mark.parametrize("traits", [CPUTraits("avx512", 512, 32, 2), CPUTraits("avx2", 256, 16, 2),
+                                    CPUTraits("neon", 128, 32, 4)])
+def test_tile_choices_fit_the_register_file_and_include_the_default(traits):
+    lanes = traits.lanes(32)
+    choices = tile_choices(traits)
+    assert traits.matmul_tile(32) in choices
+    for mr, nr in choices:
+        vectors = nr // lanes
+        assert nr % lanes == 0 and mr * vectors + vectors + 1 <= traits.vector_registers
+
+
+def _matmul_task():
+    import tvm
+    from tvm import te
+
+    from canao.codegen.tuning.tasks import TuningTask
+
+    a = te.placeholder((64, 96), "float32", name="A")
+    b = te.placeholder((96, 128), "float32", name="B")
+    k = te.reduce_axis((0, 96), name="k")
+    c = te.compute((64, 128), lambda i, j: te.sum(a[i, k] * b[k, j], axis=k), name="C")
+    d = te.compute((64, 128), lambda i, j: tvm.te.max(c[i, j], 0.0), name="D")
+    func = te.create_prim_func([a, b, d]).with_attr("global_symbol", "main")
+    return TuningTask(key="0", name="matmul_relu", mod=tvm.IRModule({"main": func}), weight=1, flop=2 * 64 * 96 * 128)
+
+
+def test_every_tile_variant_computes_the_same_matmul(host_target):
+    import tvm
+
+    from canao.codegen.tuning.variants import variant_schedules
+
+    task = _matmul_task()
+    target = host_target.tvm_target()
+    schedules = variant_schedules(task, target)
+    assert len(schedules) >= 3  # distinct kernels besides the default's
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((64, 96)).astype("float32")
+    b = rng.standard_normal((96, 128)).astype("float32")
+    expected = np.maximum(a @ b, 0)
+    for tile, sch in schedules.items():
+        lib = tvm.tirx.build(sch.mod, target=target)
+        out = tvm.runtime.tensor(np.zeros((64, 128), "float32"))
+        lib["main"](tvm.runtime.tensor(a), tvm.runtime.tensor(b), out)
+        np.testing.assert_allclose(out.numpy(), expected, rtol=1e-4, atol=1e-4, err_msg=f"tile {tile}")
+
+
+def test_non_matmul_kernels_have_no_variants(host_target):
+    import tvm
+    from tvm import te
+
+    from canao.codegen.tuning.tasks import TuningTask
+    from canao.codegen.tuning.variants import variant_schedules
+
+    x = te.placeholder((64, 128), "float32", name="X")
+    y = te.compute((64, 128), lambda i, j: x[i, j] * 2.0, name="Y")
+    func = te.create_prim_func([x, y]).with_attr("global_symbol", "main")
+    task = TuningTask("1", "scale", tvm.IRModule({"main": func}), 1, 64 * 128)
+    assert variant_schedules(task, host_target.tvm_target()) == {}
+
+
+def _fake_db(folder, rows):
+    """rows: [(key, seconds)] -> a JSON database of opaque records (what best_records reads)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = sorted({k for k, _ in rows})
+    (folder / "database_workload.json").write_text("".join(f'["{k}","W{k}"]\n' for k in keys))
+    (folder / "database_tuning_record.json").write_text("".join(
+        json.dumps([keys.index(k), [[f"trace-{folder.name}-{k}"], [s], {"kind": "llvm"}, []]]) + "\n"
+        for k, s in rows))
+
+
+def test_build_applies_each_kernels_side_by_side_winner(tmp_path):
+    """111: the verdict keeps the default although the stored tuned time looks faster; 222: the
+    variant won; 333: the verdict is stale (a later record), so stored times decide."""
+    from canao.codegen.tuning.apply import _winners
+
+    store = TuningStore(tmp_path / "db")
+    _fake_db(store.dir, [("111", 1e-6), ("222", 5e-6), ("333", 1e-6), ("333", 2e-6)])
+    _fake_db(variants_store(store).dir, [("222", 4e-6)])
+    store.save_manifest({"tasks": {
+        "111": {"default_us": 50.0, "verdict": {"choice": "default", "records": 1, "variant_records": 0}},
+        "222": {"default_us": 50.0, "verdict": {"choice": "variant", "records": 1, "variant_records": 1}},
+        "333": {"default_us": 50.0, "verdict": {"choice": "default", "records": 1, "variant_records": 0}},
+    }})
+    applied = _winners(store)
+    records = (applied / "database_tuning_record.json").read_text()
+    workloads = (applied / "database_workload.json").read_text()
+    assert "trace-variants-222" in records and "trace-db-222" not in records
+    assert '"111"' not in workloads
+    assert "trace-db-333" in records  # stale verdict: 1 us stored beats the 50 us default
