@@ -108,7 +108,8 @@ def stage_search(args, work, limit_ms, supernet, predictor):
 def stage_finetune(args, space, work, genes, supernet):
     from canao.nas.training.finetune import finetune_settings, finetune_subtransformer
 
-    s = finetune_settings(epochs=args.finetune_epochs, seq_len=args.acc_seq_len, limit=args.finetune_limit,
+    s = finetune_settings(epochs=args.finetune_epochs, lr=args.finetune_lr, seq_len=args.acc_seq_len,
+                          limit=args.finetune_limit,
                           seed=args.seed)
     metrics = finetune_subtransformer(space, genes, work / "student", supernet, s)
     return {"folder": str(work / "student"), "metrics": metrics, "genes": genes}
@@ -194,6 +195,7 @@ def main(argv=None) -> int:
     ap.add_argument("--iterations", type=int, default=6)
     ap.add_argument("--dev-limit", type=int, default=400, help="dev sentences for the search's fitness")
     ap.add_argument("--finetune-epochs", type=int, default=1)
+    ap.add_argument("--finetune-lr", type=float, default=8e-5)
     ap.add_argument("--finetune-limit", type=int, default=None, help="train sentences for the fine-tune (default all)")
     ap.add_argument("--timing-runs", type=int, default=60)
     ap.add_argument("--seed", type=int, default=0)

@@ -19,8 +19,8 @@ from canao.nas.training.teacher import teacher_logits, train_teacher
 from canao.nas.training.trainer import TrainSettings
 
 SEQ = 32
-TINY_TEACHER = TrainSettings(epochs=1, batch=16, lr=1e-4, seq_len=SEQ, limit=64, dev_limit=32)
-TINY_KD = DistillSettings(steps=4, batch=8, seq_len=SEQ, limit=32, checkpoint_every=2)
+TINY_TEACHER = TrainSettings(epochs=1, batch=16, lr=1e-4, seq_len=SEQ, limit=48, dev_limit=16)
+TINY_KD = DistillSettings(steps=2, batch=8, seq_len=SEQ, limit=16, checkpoint_every=1)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def cache(tmp_path_factory):
         mp.setenv("CANAO_CACHE", str(root))
         from canao.nas.training.teacher import teacher_dir
 
-        train_teacher(teacher_dir(), TINY_TEACHER, progress=False, test_limit=32)
+        train_teacher(teacher_dir(), TINY_TEACHER, progress=False, test_limit=16)
         yield teacher_dir()
 
 
@@ -50,12 +50,12 @@ def test_teacher_training_lowers_the_loss_on_its_sentences(cache):
     space, genes, trained, meta = load_subtransformer(cache)
     assert genes == space.largest() and meta["role"] == "teacher"
     start = load_space("bert_minilm").to_subnet(genes)
-    data = encoded_split("train", SEQ, 64)
+    data = encoded_split("train", SEQ, 48)
     assert cross_entropy(trained, data) < cross_entropy(start, data) - 0.01
     m = meta["metrics"]
     assert 0 <= m["test_accuracy"] <= 1 and m["best_epoch"] == 1
     # the stored test accuracy is what accuracy() gives for the saved module
-    assert m["test_accuracy"] == accuracy(torch_predict(trained), "test", SEQ, limit=32)
+    assert m["test_accuracy"] == accuracy(torch_predict(trained), "test", SEQ, limit=16)
 
 
 def test_kd_step_changes_only_the_slices_a_small_subtransformer_uses(small, cache):
@@ -85,25 +85,27 @@ def test_kd_step_changes_only_the_slices_a_small_subtransformer_uses(small, cach
     assert changed_used > 0.8 * len([n for n in used if not n.endswith("embeddings.word.weight")])
 
 
-def test_supernet_resume_after_interrupt_equals_the_uninterrupted_run(small, cache, tmp_path):
-    whole = train_supernet(small, tmp_path / "a" / "supernet.pt", TINY_KD, cache, progress=False)
-    assert train_supernet(small, tmp_path / "b" / "supernet.pt", TINY_KD, cache, progress=False,
-                          stop_after_steps=2) is None
-    resumed = train_supernet(small, tmp_path / "b" / "supernet.pt", TINY_KD, cache, progress=False)
-    a, b = load_supernet(whole).body.state_dict(), load_supernet(resumed, small).body.state_dict()
+@pytest.fixture(scope="module")
+def trained_supernet(small, cache, tmp_path_factory):
+    """Two uninterrupted KD steps on 16 sentences."""
+    return train_supernet(small, tmp_path_factory.mktemp("kd") / "supernet.pt", TINY_KD, cache, progress=False)
+
+
+def test_supernet_resume_after_interrupt_equals_the_uninterrupted_run(small, cache, trained_supernet, tmp_path):
+    assert train_supernet(small, tmp_path / "supernet.pt", TINY_KD, cache, progress=False, stop_after_steps=1) is None
+    resumed = train_supernet(small, tmp_path / "supernet.pt", TINY_KD, cache, progress=False)
+    a, b = load_supernet(trained_supernet).body.state_dict(), load_supernet(resumed, small).body.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     fresh = small.make_supernet().body.state_dict()
     assert any(not torch.equal(a[k], fresh[k]) for k in a)  # training did something
 
 
-def test_dev_accuracy_of_a_trained_supernet_matches_its_materialized_subnet(small, cache, tmp_path):
+def test_dev_accuracy_of_a_trained_supernet_matches_its_materialized_subnet(small, trained_supernet):
     from canao.nas.fitness import DevAccuracy
 
-    path = train_supernet(small, tmp_path / "supernet.pt", DistillSettings(steps=1, batch=8, seq_len=SEQ, limit=16),
-                          cache, progress=False)
     genes = small.sample(5)
-    fit = DevAccuracy(small, SEQ, limit=48, supernet=str(path))
-    sub = load_supernet(path, small).materialize(genes)
+    fit = DevAccuracy(small, SEQ, limit=48, supernet=str(trained_supernet))
+    sub = load_supernet(trained_supernet, small).materialize(genes)
     assert fit(genes) == accuracy(torch_predict(sub), "dev", SEQ, limit=48)
 
 
