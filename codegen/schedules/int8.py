@@ -18,7 +18,7 @@ from typing import Optional
 from canao.codegen.pipeline import register_stage
 
 from .apply import is_scheduled
-from .rules.common import attempt, extent, iter_kinds, log
+from .rules.common import attempt, extent, iter_kinds, log, root_blocks
 from .target_traits import _has
 
 GEMM_BLOCK = "canao_int8_matmul"  # = canao.fusion.quantize.kernels.GEMM_BLOCK (no import: codegen
@@ -153,18 +153,28 @@ def _fuse_epilogue(sch, consumers, acc, io):
         for blk in chain:
             _parallel_outer(sch, blk)
         return
-    for blk in chain[:-1]:
+    for blk in chain:  # intermediates disappear; function outputs (several with a multi-output group) stay
         attempt(sch.compute_inline, blk)
-    last = chain[-1] if chain else None
-    if last is None:
-        return
-    if attempt(sch.reverse_compute_at, last, io):
-        attempt(sch.compute_inline, acc)
-        loops = sch.get_loops(last)
-        if loops:
+    names = {sch.get(b).name_hint for b in chain if _exists(sch, b)}
+    remaining = [b for b in root_blocks(sch) if sch.get(b).name_hint in names]  # program (dataflow) order
+    placed = True
+    for blk in remaining:  # in dataflow order, so each block's producers are already in the tile
+        if attempt(sch.reverse_compute_at, blk, io):
+            loops = sch.get_loops(blk)
             attempt(sch.vectorize, loops[-1])
-    else:
-        _parallel_outer(sch, last)
+        else:
+            placed = False
+            _parallel_outer(sch, blk)
+    if placed:
+        attempt(sch.compute_inline, acc)  # read the accumulators straight from the tile
+
+
+def _exists(sch, blk) -> bool:
+    try:
+        sch.get(blk)
+        return True
+    except Exception:  # noqa: BLE001 - inlined away
+        return False
 
 
 def _parallel_outer(sch, blk):
