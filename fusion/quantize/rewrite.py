@@ -84,7 +84,7 @@ class _Quantizer(relax.PyExprMutator):
             x, w = value.args
             xs, ws = shape_of(x), shape_of(w)
             reason = why_not_quantizable(xs, ws, x.ty.dtype, w.ty.dtype, self.mode)
-            name = binding.var.name
+            name = f"{binding.var.name} (weight {self._weight_name(w)})"
             if reason is None:
                 new = self.builder_.emit(self._quantized(self.visit_expr(x), self.visit_expr(w), xs, ws),
                                          name_hint=name)
@@ -95,6 +95,17 @@ class _Quantizer(relax.PyExprMutator):
             warnings.warn(f"quantize {self.mode}: matmul '{name}' stays fp32: {reason}", QuantizationWarning,
                           stacklevel=2)
         return super().visit_var_binding_(binding)
+
+    def _weight_name(self, w, depth: int = 0) -> str:
+        """The parameter a weight expression comes from (through transposes and other weight-only ops)."""
+        w = self.view.value(w)
+        if isinstance(w, relax.Var):
+            return w.name
+        if isinstance(w, relax.Call) and depth < 8:
+            for arg in w.args:
+                if isinstance(arg, (relax.Var, relax.Call)) and self.view.is_weight_only(arg):
+                    return self._weight_name(arg, depth + 1)
+        return "constant"
 
     def _is_weight_matmul(self, call) -> bool:
         x, w = call.args
