@@ -54,7 +54,7 @@ def _numpy_int8_linear(x, w, b):
     s_w = np.maximum(np.abs(w).max(0), 1e-12) / 127
     wq = np.clip(np.round(w / s_w), -127, 127)
     amax = np.maximum(np.abs(x).max(-1, keepdims=True), 1e-12)
-    xq = np.clip(np.round(x * (127 / amax)), -127, 127)
+    xq = np.clip(np.floor(x * (127 / amax) + 0.5), -127, 127)
     return (xq.astype(np.int64) @ wq.astype(np.int64)) * s_w * (amax / 127) + b
 
 

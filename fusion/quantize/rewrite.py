@@ -5,7 +5,7 @@ them, e.g. the transpose torch.export puts in front of a Linear), and x does not
 
 * weights, per output channel n: ``s_w[n] = max|W[:, n]| / Q``, ``Wq = round(W / s_w)`` in
   [-Q, Q] (Q = 127 for int8, 7 for w4), stored in the dot-product panel layout (see kernels.py);
-* activations, per token m (dynamic): ``s_a[m] = max|x[m, :]| / 127``, ``xq = round(x / s_a)``,
+* activations, per token m (dynamic): ``s_a[m] = max|x[m, :]| / 127``, ``xq = floor(x / s_a + 1/2)``,
   shifted to uint8 (``xq + 128``) because vpdpbusd multiplies u8 x s8;
 * ``y = (float(acc) * s_w - corr) * s_a`` with ``corr[n] = 128 * sum_k Wq[k, n] * s_w[n]``:
   the shift's correction and the weight scale are weight-only polynomials, folded at compile time
@@ -126,7 +126,9 @@ class _Quantizer(relax.PyExprMutator):
         x2 = emit(op.reshape(x, (m, k))) if len(x_shape) != 2 else x
         # activations: dynamic per-token scale, int8 shifted to uint8
         amax = emit(op.maximum(op.max(op.abs(x2), axis=[-1], keepdims=True), _const(_EPS)))
-        xq = emit(op.round(op.multiply(x2, op.divide(_const(127.0), amax))))
+        # floor(v + 0.5), not round(): LLVM has no vector instruction for round-half-away (llvm.round
+        # becomes a roundf call per element), floor vectorizes (vrndscaleps); ties differ only at exact .5
+        xq = emit(op.floor(op.add(op.multiply(x2, op.divide(_const(127.0), amax)), _const(0.5))))
         xu8 = emit(op.astype(op.add(op.clip(xq, -127.0, 127.0), _const(SHIFT)),
                              "uint8"))
         # weights (weight-only: lifted and computed once at compile time)
