@@ -249,7 +249,8 @@ def quantized_engines(mode: str = "int8"):
     ]
 
 
-def default_engines(tuned_db: Optional[str] = None, include=None, quantize: Optional[str] = None):
+def default_engines(tuned_db: Optional[str] = None, include=None, quantize: Optional[str] = None,
+                    quant_atol: float = 0.3):
     """The side-by-side line-up, in table order (plus the quantized rows when ``quantize`` is set)."""
     engines = [
         TVMEngine("canao", "this toolkit (LP-Fusion + default schedules)", "canao"),
@@ -260,7 +261,10 @@ def default_engines(tuned_db: Optional[str] = None, include=None, quantize: Opti
         LiteRTEngine("litert-xnnpack", "LiteRT/TFLite fp32 with XNNPACK"),
     ]
     if quantize:
-        engines += quantized_engines(quantize)
+        quantized = quantized_engines(quantize)
+        for engine in quantized:  # differ from fp32 by design: their own tolerance, fp32 rows stay strict
+            engine.atol = quant_atol
+        engines += quantized
     if tuned_db:
         engines.insert(1, TVMEngine("canao-tuned", f"this toolkit + tuning database {tuned_db}", "canao",
                                     options={"tuning_db": tuned_db}))

@@ -74,7 +74,7 @@ def run(imported, engines: List[Engine], threads: int, runs: int, warmup: int, m
             value = getattr(getattr(engine, "compiled", engine), attr, None)
             if value is not None:
                 row[attr] = value
-        if not within_tolerance(err, reference, atol):
+        if not within_tolerance(err, reference, getattr(engine, "atol", None) or atol):
             row.update(status="failed", reason=f"output differs from PyTorch: max abs err {err:.3g} > tolerance")
             continue
         row["status"] = "ok"
