@@ -167,7 +167,15 @@ def summary(result) -> str:
             lines.append(f"| {name} | {result['describe'][name]} | {meta['test_accuracy']:.4f} | "
                          f"{row['test_accuracy_compiled']:.4f} | {row['latency']['p50_ms']:.3f} | "
                          f"{row['latency']['min_ms']:.3f} | {row['kernels']} |")
-        g = result["goals"]
+        g, se = result["goals"], result["search"]
+        lines += ["", f"Search: limit {result['latency_limit_ms']:.3f} ms on the {se['predictor']} predictor; winner "
+                  f"predicted {se['predicted_ms']:.3f} ms, re-measured {se['winner_measured_ms'] or float('nan'):.3f} ms "
+                  f"({'within' if se['within_limit_measured'] else 'OVER'} the limit); inherited dev accuracy "
+                  f"{se['dev_accuracy_inherited']:.4f}."]
+        for name, rep in result["predictor_heldout"].items():
+            if isinstance(rep, dict) and "mape" in rep:
+                lines.append(f"Predictor {name} on {rep['n_heldout']} held-out architectures: MAPE {rep['mape']:.1f}%, "
+                             f"within 10%: {rep['within_10pct']:.2f}.")
         lines += ["", f"Speedup of the compiled student over the compiled teacher: {c['speedup_median']:.2f}x (median), "
                   f"{c['speedup_min']:.2f}x (min), interleaved rounds, seq_len {result['budgets']['seq_len']}, batch 1.",
                   f"Test accuracy change (PyTorch): {g['accuracy_drop_points']:+.2f} points (negative = student lower).", "",
@@ -233,6 +241,11 @@ def main(argv=None) -> int:
         "teacher_metrics": teacher["metrics"], "student_metrics": student["metrics"],
         "describe": {"teacher": space.describe(space.largest()), "student": space.describe(student["genes"])},
         "latency_limit_ms": limit,
+        "search": {"predictor": args.search_predictor, "predicted_ms": search["predicted_ms"],
+                   "winner_measured_ms": search["winner_measured_ms"],
+                   "within_limit_measured": (search["winner_measured_ms"] or float("inf")) <= limit,
+                   "dev_accuracy_inherited": search["dev_accuracy_inherited"]},
+        "predictor_heldout": predictor["heldout_report"],
         "goals": {"speedup_3x": compare["speedup_median"] >= 3.0, "accuracy_drop_points": drop,
                   "accuracy_within_1pt": drop >= -1.0, "under_2h": total <= 7200},
     }
