@@ -99,3 +99,46 @@ def test_build_applies_each_kernels_side_by_side_winner(tmp_path):
     assert "trace-variants-222" in records and "trace-db-222" not in records
     assert '"111"' not in workloads
     assert "trace-db-333" in records  # stale verdict: 1 us stored beats the 50 us default
+
+
+def _matmul_transpose_task():
+    """q = x @ w, reshaped into 12 heads of 32 and transposed: the QKV projection's epilogue."""
+    import tvm
+    from tvm import te
+
+    from canao.codegen.tuning.tasks import TuningTask
+
+    x = te.placeholder((128, 96), "float32", name="X")
+    w = te.placeholder((96, 384), "float32", name="W")
+    k = te.reduce_axis((0, 96), name="k")
+    c = te.compute((128, 384), lambda i, j: te.sum(x[i, k] * w[k, j], axis=k), name="C")
+    t = te.compute((12, 128, 32), lambda h, i, d: c[i, h * 32 + d], name="T")
+    func = te.create_prim_func([x, w, t]).with_attr("global_symbol", "main")
+    return TuningTask("2", "matmul_transpose", tvm.IRModule({"main": func}), 1, 2 * 128 * 96 * 384)
+
+
+def test_the_numeric_check_accepts_exactly_the_variants_that_compute_the_reference(host_target):
+    """``agrees`` is what keeps a wrong schedule out of the database: compare it with numpy."""
+    import tvm
+
+    from canao.codegen.schedules.rules import Matmul
+    from canao.codegen.schedules.target_traits import cpu_traits
+    from canao.codegen.tuning.candidates import _random_args, agrees
+    from canao.codegen.tuning.variants import variant_schedules
+
+    task = _matmul_transpose_task()
+    target = host_target.tvm_target()
+    with target:
+        default = Matmul().schedule(task.mod["main"], target, cpu_traits(target)).mod
+    args = [a.numpy() for a in _random_args(default["main"], 0)]
+    expected = (args[0] @ args[1]).reshape(128, 12, 32).transpose(1, 0, 2)
+    schedules = variant_schedules(task, target)
+    assert schedules
+    for tile, sch in schedules.items():
+        lib = tvm.tirx.build(sch.mod, target=target)
+        run = _random_args(sch.mod["main"], 0)
+        lib["main"](*run)
+        right = np.allclose(run[2].numpy(), expected, rtol=1e-4, atol=1e-3)
+        assert agrees(sch.mod, default, target) == right, f"tile {tile}"
+    assert agrees(default, default, target)
+    assert not agrees(task.mod, _matmul_task().mod, target)  # different shapes: no agreement

@@ -53,3 +53,50 @@ def measure_modules(mods: Sequence, target_spec, builder, runner, rounds: int = 
         return time_built(mods, built, target_spec, runner, rounds)
     finally:
         remove_artifacts(built)
+
+
+def _random_args(func, seed: int):
+    import numpy as np
+    import tvm
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for info in ArgInfo.from_prim_func(func):
+        shape, dtype = [int(d) for d in info.shape], str(info.dtype)
+        if "float" in dtype:
+            value = rng.standard_normal(shape).astype(dtype)
+        elif dtype == "bool":
+            value = rng.integers(0, 2, size=shape).astype(bool)
+        else:  # indices and masks: small non-negative values stay in range
+            value = rng.integers(0, 2, size=shape).astype(dtype)
+        out.append(tvm.runtime.tensor(value))
+    return out
+
+
+def agrees(mod, reference_mod, target, rtol: float = 1e-4, seed: int = 0) -> bool:
+    """Whether ``mod`` computes what ``reference_mod`` does (both one PrimFunc "main", built for
+    ``target`` here, run on the same random inputs). A schedule is only a candidate if it does:
+    e.g. a register tile that straddles a reshape/transpose epilogue's rows gave wrong results."""
+    import numpy as np
+    import tvm
+
+    try:
+        got_lib, want_lib = tvm.tirx.build(mod, target=target), tvm.tirx.build(reference_mod, target=target)
+        got, want = _random_args(mod["main"], seed), _random_args(reference_mod["main"], seed)
+        got_lib["main"](*got)
+        want_lib["main"](*want)
+    except Exception:  # a candidate that does not build or run is no candidate
+        return False
+    if len(got) != len(want):
+        return False
+    for a, b in zip(got, want):
+        a, b = a.numpy(), b.numpy()
+        if a.shape != b.shape or a.dtype != b.dtype:
+            return False
+        if a.dtype == bool or b.dtype == bool:
+            if not np.array_equal(a, b):
+                return False
+        elif not np.allclose(a, b, rtol=rtol, atol=rtol * max(1.0, float(np.abs(b).max())), equal_nan=True):
+            return False
+    return True

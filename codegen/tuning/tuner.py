@@ -141,6 +141,13 @@ def tune(mod, target_spec, work_dir, trials: int, time_budget_s: Optional[float]
                 store.save_cost_model(tuner.cost_model)
             if stopped or measured_in_round == 0:
                 break
+    if trials > 0 and not stopped and any("variants" not in manifest["tasks"].get(t.key, {}) for t in tasks):
+        if tuner is None:  # a database tuned before variants existed (or whose variants were reset)
+            tuner = _SliceTuner(target_spec, store, store.open_database(), builder, runner, tasks, seed)
+            _measure_baselines(tuner, tasks, manifest, target_spec, pipeline, options)
+        with _Progress(False, 0, 0) as quiet:
+            _search_variants(tuner, tasks, manifest, target_spec, quiet)
+        store.save_manifest(manifest)
     if _needs_verdict(store, tasks, manifest):
         if tuner is None:
             tuner = _SliceTuner(target_spec, store, store.open_database(), builder, runner, tasks, seed)

@@ -1,4 +1,5 @@
-"""Tuning that starts from the default schedules: the matmul rule's register tile is the knob
+"""Tuning that starts from the default schedules (on targets that run here, where every variant
+is first checked against the default kernel on random inputs): the matmul rule's register tile is the knob
 that matters most and the one a fixed heuristic gets wrong for some shapes, so every matmul
 kernel is first tried with each tile that fits the register file. The fastest variant goes into
 a database of its own (``WORK/variants``, MetaSchedule's JSON format, its trace replayable by
@@ -84,6 +85,13 @@ def search_variants(tasks: List[TuningTask], target_spec, builder, runner, store
 
     from .candidates import measure_modules
 
+    from canao.codegen.schedules.rules import Matmul
+    from canao.codegen.schedules.target_traits import cpu_traits
+
+    from .candidates import agrees
+
+    if not target_spec.runs_locally:
+        return 0  # every variant is checked against the default by running both here
     target = target_spec.tvm_target()
     todo = [t for t in tasks if "variants" not in manifest["tasks"].get(t.key, {})]
     database = None
@@ -91,6 +99,17 @@ def search_variants(tasks: List[TuningTask], target_spec, builder, runner, store
     for task in todo:
         schedules = variant_schedules(task, target)
         entry = manifest["tasks"].setdefault(task.key, {"name": task.name})
+        if not schedules:
+            entry["variants"] = {"tried": 0}
+            store.save_manifest(manifest)
+            continue
+        with target:
+            default = Matmul().schedule(task.mod["main"], target, cpu_traits(target))
+        reference = default.mod if default is not None else task.mod
+        wrong = [t for t in schedules if not agrees(schedules[t].mod, reference, target)]
+        for tile in wrong:
+            del schedules[tile]
+        entry["variants_wrong"] = [list(t) for t in wrong]
         if not schedules:
             entry["variants"] = {"tried": 0}
             store.save_manifest(manifest)

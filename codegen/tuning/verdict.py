@@ -30,7 +30,7 @@ def settle(tasks: List[TuningTask], store: TuningStore, target_spec, builder, ru
     (``tasks[key]["verdict"]``): the choice, the microseconds of each contender, and the record
     counts it saw (a later tuning run makes it stale)."""
     from .baseline import default_modules
-    from .candidates import measure_modules
+    from .candidates import agrees, measure_modules
     from .variants import variants_store
 
     target = target_spec.tvm_target()
@@ -45,6 +45,10 @@ def settle(tasks: List[TuningTask], store: TuningStore, target_spec, builder, ru
         contenders = {"default": default,
                       "variant": _from_database(variant_db, task, target),
                       "tuned": _from_database(tuned_db, task, target)}
+        if target_spec.runs_locally:  # a contender that computes something else is dropped
+            for name in ("variant", "tuned"):
+                if contenders[name] is not None and not agrees(contenders[name], default, target):
+                    contenders[name] = None
         if contenders["variant"] is None and contenders["tuned"] is None:
             continue
         for name in CONTENDERS:
