@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "canao.codegen.cli",
     "canao.nas.cli",
     "canao.nas.search_cli",
+    "canao.nas.finetune_cli",
     "canao.android_runner.cli",
 ]
 

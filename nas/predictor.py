@@ -106,6 +106,7 @@ class ArchMLP:
         y = np.array([r["latency"]["mean_ms"] for r in rows], dtype=np.float32)
         self.scale = np.maximum(np.abs(X).max(0), 1.0)
         self.y_scale = float(y.max())
+        self.floor_ms = float(y.min())
         self.net = torch.nn.Sequential(torch.nn.Linear(X.shape[1], 400), torch.nn.ReLU(), torch.nn.Linear(400, 400),
                                        torch.nn.ReLU(), torch.nn.Linear(400, 1))
         opt = torch.optim.Adam(self.net.parameters(), lr=1e-3)
@@ -122,7 +123,10 @@ class ArchMLP:
 
         with torch.no_grad():
             x = torch.tensor(np.asarray(feats, dtype=np.float32) / self.scale)
-            return (self.net(x).squeeze(-1).numpy() * self.y_scale).astype(float).tolist()
+            pred = self.net(x).squeeze(-1).numpy() * self.y_scale
+        # An MLP extrapolates freely (it predicted -0.32 ms for a 7.4 ms winner, which the search
+        # then accepted); nothing is faster than the fastest architecture it was trained on.
+        return np.maximum(pred, getattr(self, "floor_ms", 0.0)).astype(float).tolist()
 
     def predict_rows(self, rows: List[dict]) -> List[float]:
         return self.predict_features([arch_features(r["genes"], r["count"]) for r in rows])

@@ -134,7 +134,10 @@ class OrtEngine(Engine):
         opts.inter_op_num_threads = 1
         # spinning worker threads steal the CPU from the engines timed after ORT in the same round
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # e.g. the BERT optimizer's graph refused for some architectures
+            raise EngineUnavailable(f"ONNX Runtime refused the model: {str(exc).splitlines()[0][:200]}") from exc
         self.names = [i.name for i in self.session.get_inputs()]
         self.node_count = _onnx_node_count(path)
 
