@@ -1,7 +1,6 @@
 """Training state on disk: written to a temp file, fsynced and renamed, so kill -9 leaves either the
 previous checkpoint or the new one, never half of one."""
 import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -9,19 +8,9 @@ from typing import Optional
 def save(path, state: dict) -> None:
     import torch
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from canao.atomic import write_with
+
+    write_with(path, lambda f: torch.save(state, f), binary=True)
 
 
 def load(path) -> Optional[dict]:
