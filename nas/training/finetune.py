@@ -3,7 +3,7 @@ the epoch picked by dev accuracy, test accuracy measured, the result written as 
 from pathlib import Path
 from typing import Optional
 
-from .trainer import TrainSettings, train_classifier
+from .trainer import TrainSettings, train_and_score
 
 
 def finetune_settings(**overrides) -> TrainSettings:
@@ -16,7 +16,6 @@ def finetune_subtransformer(space, genes, out, supernet_path=None, settings: Opt
                             stop_after_epochs: Optional[int] = None) -> Optional[dict]:
     """Train and save; returns the folder's metrics (None if ``stop_after_epochs`` cut it short)."""
     from .distill import load_supernet
-    from .evaluate import accuracy, torch_predict
     from .folder import read_meta, save_subtransformer
     from .teacher import ensure_teacher, teacher_logits
 
@@ -31,13 +30,11 @@ def finetune_subtransformer(space, genes, out, supernet_path=None, settings: Opt
         soft = teacher_logits("train", s.seq_len, s.limit, teacher_folder)
     else:
         teacher_folder = None
-    result = train_classifier(module, s, out.with_name(out.name + ".work"), teacher_logits=soft, progress=progress,
-                              stop_after_epochs=stop_after_epochs, desc="finetune")
-    if not result["finished"]:
+    scored = train_and_score(module, s, out.with_name(out.name + ".work"), test_limit, progress,
+                             stop_after_epochs, desc="finetune", teacher_logits=soft)
+    if scored is None:
         return None
-    test = accuracy(torch_predict(module), "test", s.seq_len, limit=test_limit, progress=progress)
-    metrics = {"dev_accuracy": result["dev_accuracy"], "test_accuracy": test, "best_epoch": result["best_epoch"],
-               "train_seconds": sum(r["seconds"] for r in result["history"]), "test_limit": test_limit}
+    result, metrics = scored
     teacher_metrics = read_meta(teacher_folder)["metrics"] if teacher_folder else None
     save_subtransformer(out, space, genes, module, {
         "role": "student", "seq_len": s.seq_len, "metrics": metrics, "training": result,

@@ -10,7 +10,7 @@ from typing import Optional
 import numpy as np
 
 from . import checkpoint
-from .trainer import TrainSettings, train_classifier
+from .trainer import TrainSettings, train_and_score
 
 SPACE = "bert_minilm"
 
@@ -27,7 +27,6 @@ def train_teacher(out=None, settings: Optional[TrainSettings] = None, progress: 
     Returns the folder, or None when ``stop_after_epochs`` cut the run short."""
     from canao.nas.spaces import load_space
 
-    from .evaluate import accuracy, torch_predict
     from .folder import save_subtransformer
 
     out = Path(out or teacher_dir())
@@ -35,13 +34,11 @@ def train_teacher(out=None, settings: Optional[TrainSettings] = None, progress: 
     space = space or load_space(SPACE)
     genes = space.largest()
     module = space.to_subnet(genes)
-    result = train_classifier(module, s, out.with_name(out.name + ".work"), progress=progress,
-                              stop_after_epochs=stop_after_epochs, desc="teacher")
-    if not result["finished"]:
+    scored = train_and_score(module, s, out.with_name(out.name + ".work"), test_limit, progress,
+                             stop_after_epochs, desc="teacher")
+    if scored is None:
         return None
-    test = accuracy(torch_predict(module), "test", s.seq_len, limit=test_limit, progress=progress)
-    metrics = {"dev_accuracy": result["dev_accuracy"], "test_accuracy": test, "best_epoch": result["best_epoch"],
-               "train_seconds": sum(r["seconds"] for r in result["history"]), "test_limit": test_limit}
+    result, metrics = scored
     save_subtransformer(out, space, genes, module, {"role": "teacher", "seq_len": s.seq_len, "metrics": metrics,
                                                     "training": result})
     return out

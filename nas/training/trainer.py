@@ -139,3 +139,20 @@ def train_classifier(module, s: TrainSettings, work_dir, teacher_logits: Optiona
     module.eval()
     return {"history": history, "best_epoch": best["epoch"], "dev_accuracy": best["dev_accuracy"],
             "finished": finished, "settings": asdict(s), "checkpoint": str(path)}
+
+
+def train_and_score(module, s: TrainSettings, work_dir, test_limit: Optional[int] = None, progress: bool = True,
+                    stop_after_epochs: Optional[int] = None, desc: str = "train",
+                    teacher_logits: Optional[np.ndarray] = None):
+    """``train_classifier`` then test accuracy: (training result, metrics), or None when stopped
+    early (``stop_after_epochs``). What the teacher and a fine-tuned student both record."""
+    from .evaluate import accuracy, torch_predict
+
+    result = train_classifier(module, s, work_dir, teacher_logits=teacher_logits, progress=progress,
+                              stop_after_epochs=stop_after_epochs, desc=desc)
+    if not result["finished"]:
+        return None
+    test = accuracy(torch_predict(module), "test", s.seq_len, limit=test_limit, progress=progress)
+    metrics = {"dev_accuracy": result["dev_accuracy"], "test_accuracy": test, "best_epoch": result["best_epoch"],
+               "train_seconds": sum(r["seconds"] for r in result["history"]), "test_limit": test_limit}
+    return result, metrics
