@@ -1,8 +1,6 @@
-"""What a tuned kernel has to beat: the same kernel under the pipeline's default schedules,
-measured once per task with the tuning builder and runner (one batch for all tasks).
-
-A short tuning run can find schedules slower than hand-written defaults (or than their fast
-erf/exp rewrite); the database stage applies a tuned kernel only where it measured faster.
+"""The same kernel under the pipeline's default schedules: timed once at the start of a tuning
+run (one batch, for the report and as the fallback of a stale verdict); the build's choice is made
+by verdict.py, which times it again side by side with the tuned contenders.
 """
 from typing import Dict, List, Optional
 

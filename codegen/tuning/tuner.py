@@ -21,6 +21,7 @@ from .intrinsics import load_tensor_intrinsics
 from .measure import make_builder, make_local_runner
 from .store import TuningStore
 from .tasks import TuningTask, allocate_trials, extract_tasks, fused_module
+from .variants import search_variants
 
 DEFAULT_SLICE = 32  # trials per builder/runner batch: one batch is what a kill can lose
 
@@ -111,20 +112,29 @@ def tune(mod, target_spec, work_dir, trials: int, time_budget_s: Optional[float]
     earlier_seconds = manifest.get("tuning_seconds", 0.0)  # wall time of earlier runs on this dir
     stopped = False
     tuner = database = None
+
+    def ensure_tuner():
+        """Builder, runner, cost model and the default timings; made only when there is work, so
+        a finished database is not even opened for writing."""
+        nonlocal tuner, database
+        if tuner is None:
+            load_tensor_intrinsics(target_spec)
+            database = store.open_database()
+            tuner = _SliceTuner(target_spec, store, database, builder, runner, tasks, seed)
+            _measure_baselines(tuner, tasks, manifest, target_spec, pipeline, options)
+            store.save_manifest(manifest)
+        return tuner
+
     with _Progress(progress, trials, before) as bars:
+        if trials > 0 and any("variants" not in manifest["tasks"].get(t.key, {}) for t in tasks):
+            bars.note("timing the default schedules' tile variants")  # tuning starts from the defaults
+            search_variants(tasks, target_spec, ensure_tuner().builder, tuner.runner, store, manifest)
         while True:
             targets = _targets(tasks, trials, counts, manifest)
             pending = [t for t in tasks if not _exhausted(manifest, t) and counts[t.key] < targets[t.key]]
             if not pending:
                 break
-            if tuner is None:  # only now: a finished database is not even opened for writing
-                load_tensor_intrinsics(target_spec)
-                database = store.open_database()
-                tuner = _SliceTuner(target_spec, store, database, builder, runner, tasks, seed)
-                _measure_baselines(tuner, tasks, manifest, target_spec, pipeline, options)
-                store.save_manifest(manifest)
-                _search_variants(tuner, tasks, manifest, target_spec, bars)
-                store.save_manifest(manifest)
+            ensure_tuner()
             measured_in_round = 0
             for task in pending:
                 if time_budget_s is not None and time.perf_counter() - start >= time_budget_s:
@@ -141,17 +151,8 @@ def tune(mod, target_spec, work_dir, trials: int, time_budget_s: Optional[float]
                 store.save_cost_model(tuner.cost_model)
             if stopped or measured_in_round == 0:
                 break
-    if trials > 0 and not stopped and any("variants" not in manifest["tasks"].get(t.key, {}) for t in tasks):
-        if tuner is None:  # a database tuned before variants existed (or whose variants were reset)
-            tuner = _SliceTuner(target_spec, store, store.open_database(), builder, runner, tasks, seed)
-            _measure_baselines(tuner, tasks, manifest, target_spec, pipeline, options)
-        with _Progress(False, 0, 0) as quiet:
-            _search_variants(tuner, tasks, manifest, target_spec, quiet)
-        store.save_manifest(manifest)
     if _needs_verdict(store, tasks, manifest):
-        if tuner is None:
-            tuner = _SliceTuner(target_spec, store, store.open_database(), builder, runner, tasks, seed)
-        _settle(tuner, tasks, manifest, target_spec, pipeline, options, progress)
+        _settle(ensure_tuner(), tasks, manifest, target_spec, pipeline, options, progress)
         store.save_manifest(manifest)
     elapsed = time.perf_counter() - start
     if sum(counts.values()) > before:  # a run with nothing left to tune adds no tuning time
@@ -173,17 +174,6 @@ def _measure_baselines(tuner, tasks, manifest, target_spec, pipeline, options) -
         manifest["tasks"].setdefault(key, {})["default_us"] = us
     for task in todo:
         manifest["tasks"][task.key].setdefault("name", task.name)
-
-
-def _search_variants(tuner, tasks, manifest, target_spec, bars) -> None:
-    """Tuning starts from the default schedules: every matmul kernel's register-tile variants
-    (see variants.py), once per database."""
-    from .variants import search_variants
-
-    if all("variants" in manifest["tasks"].get(t.key, {}) for t in tasks):
-        return
-    bars.note("timing the default schedules' tile variants")
-    search_variants(tasks, target_spec, tuner.builder, tuner.runner, tuner.store, manifest)
 
 
 def _needs_verdict(store: TuningStore, tasks, manifest) -> bool:
