@@ -1,54 +1,46 @@
-"""Timing engines fairly on a noisy shared machine: interleaved rounds, min and median reported."""
-import time
+"""Timing engines fairly on a noisy shared machine, through the one measurement core
+(``canao.measure``): warm-up, interleaved rounds with the reference workload in the same rounds,
+the noise gate; min, median and the ratio to the reference reported."""
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
-import numpy as np
+from canao.measure import Gate, measure, robust_stats, time_call
 
 
 @dataclass
 class Timings:
     samples_ms: List[float] = field(default_factory=list)
+    noise: dict = field(default_factory=dict)  # the row's reference time, load, tries, flag (shared by all engines)
+    ratio: Optional[float] = None  # median / the reference's median in the same rounds
 
     def stats(self) -> Dict[str, float]:
-        a = np.asarray(self.samples_ms, dtype=float)
-        if a.size == 0:
+        s = robust_stats(self.samples_ms)
+        if not s["n"]:
             return {}
-        return {"runs": int(a.size), "avg_ms": float(a.mean()), "min_ms": float(a.min()),
-                "p50_ms": float(np.percentile(a, 50)), "p90_ms": float(np.percentile(a, 90)),
-                "max_ms": float(a.max()), "std_ms": float(a.std())}
+        out = {"runs": s["n"], "avg_ms": s["mean_ms"], "min_ms": s["min_ms"], "p50_ms": s["p50_ms"],
+               "p90_ms": s["p90_ms"], "max_ms": s["max_ms"], "std_ms": s["std_ms"]}
+        if self.noise:
+            out.update({"ratio_to_reference": self.ratio, "reference_ms": self.noise.get("reference_ms"),
+                        "load_avg_1m": self.noise.get("load_avg_1m"), "measure_tries": self.noise.get("tries"),
+                        "noise_flagged": self.noise.get("flagged")})
+        return out
 
 
 def time_once(fn: Callable[[], object]) -> float:
     """Milliseconds of one call; a runner that measures itself (on a device) returns its own ms."""
-    start = time.perf_counter()
-    result = fn()
-    elapsed = (time.perf_counter() - start) * 1e3
-    return float(result) if getattr(fn, "reports_ms", False) else elapsed
+    return time_call(fn)[0]
 
 
 def interleaved(runners: Dict[str, Callable[[], object]], runs: int, warmup: int,
-                max_seconds: float, progress=None) -> Dict[str, Timings]:
-    """Round r runs every engine once, in rotating order, so noise hits all engines alike.
+                max_seconds: float, progress=None, gate: Optional[Gate] = None) -> Dict[str, Timings]:
+    """Round r runs every engine once, in rotating order (the reference workload too), so noise
+    hits all engines alike; the noise gate re-measures a noisy try (``canao.measure``).
 
     An engine whose timed total passes ``max_seconds`` leaves the rounds early (keeping >= 3 runs):
     an untuned build at seconds per call must not hold the others hostage. Runs done are reported.
     """
-    for fn in runners.values():
-        for _ in range(warmup):
-            fn()
-    results = {name: Timings() for name in runners}
-    spent = {name: 0.0 for name in runners}
-    names = list(runners)
-    for r in range(runs):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for name in order:
-            t = results[name]
-            if len(t.samples_ms) >= 3 and spent[name] > max_seconds * 1e3:
-                continue
-            ms = time_once(runners[name])
-            t.samples_ms.append(ms)
-            spent[name] += ms
-        if progress:
-            progress(r + 1)
-    return results
+    if not runners:
+        return {}
+    row = measure(runners, runs, warmup=warmup, max_seconds=max_seconds, min_runs=3, gate=gate, progress=progress)
+    noise = row.noise()
+    return {name: Timings(list(row.samples_ms[name]), noise, row.ratio(name)) for name in runners}

@@ -115,21 +115,26 @@ class Gate:
 # ----------------------------------------------------------------------------------- the reference
 
 class Reference:
-    """The fixed reference workload: ``repeat`` float32 matmuls of seeded ``size`` x ``size``
-    matrices (one thread's worth of cache-resident FLOPs, well under a millisecond each), timed
-    by wall clock. Its identity (``key``) names the quietest-median baseline kept per process."""
+    """The fixed reference workload: ``repeat`` passes of element-wise float32 arithmetic (a
+    multiply-add and a tanh) over a seeded ``size``-element vector — single-threaded numpy, no
+    BLAS (whose thread pool on a loaded machine times its own contention), cache-resident, well
+    under a millisecond per call. Its identity (``key``) names the quietest-median baseline kept
+    per process."""
 
-    def __init__(self, size: int = 96, repeat: int = 8):
+    def __init__(self, size: int = 16384, repeat: int = 8):
         rng = np.random.default_rng(1234)
         self.size, self.repeat = size, repeat
-        self.a = rng.standard_normal((size, size)).astype(np.float32)
-        self.b = rng.standard_normal((size, size)).astype(np.float32)
-        self.key = f"matmul{size}x{repeat}"
+        self.x = rng.standard_normal(size).astype(np.float32)
+        self.a = rng.standard_normal(size).astype(np.float32)
+        self.out = np.empty_like(self.x)
+        self.key = f"tanh-fma{size}x{repeat}"
 
     def __call__(self) -> None:
-        c = self.a
-        for _ in range(self.repeat):
-            c = np.tanh(c @ self.b)  # tanh keeps values bounded and the chain dependent
+        np.copyto(self.out, self.x)
+        for _ in range(self.repeat):  # each pass depends on the last
+            np.multiply(self.out, self.a, out=self.out)
+            np.add(self.out, self.x, out=self.out)
+            np.tanh(self.out, out=self.out)
         return None
 
 
