@@ -3,7 +3,6 @@
 Two SubTransformers that share a layer shape compile to identical kernels; the signature (TVM's
 structural hash of the PrimFunc without its name) lets the latency dataset measure such a kernel once
 and lets the predictor look its time up instead of guessing it."""
-import re
 from typing import Dict, List
 
 OP_KINDS = ["matmul", "add", "multiply", "subtract", "divide", "softmax", "layer_norm", "gelu", "tanh",
@@ -11,27 +10,23 @@ OP_KINDS = ["matmul", "add", "multiply", "subtract", "divide", "softmax", "layer
             "strided_slice", "expand_dims", "sum", "mean", "max", "exp", "where", "conv1d", "power", "sqrt"]
 
 
-_BUFFER = re.compile(r'T\.Buffer\(\((.*?)\),\s*"(\w+)"\)')
-
-
 def _param_buffers(func):
-    """Shapes and total bytes of the kernel's argument buffers (read off its signature line)."""
-    header = str(func.script()).split("):\n", 1)[0]
+    """Shapes and total bytes of the kernel's argument buffers, read from the PrimFunc's parameters.
+
+    In TVM 0.27 a PrimFunc parameter of buffer type carries ``shape`` and ``dtype`` itself; a scalar
+    parameter (a plain variable, e.g. a symbolic size) has no shape and is skipped."""
     shapes, nbytes = [], 0
-    for dims, dtype in _BUFFER.findall(header):
-        shp = [int(d) for d in re.findall(r"(\d+)\)?", dims.replace("T.int64(", ""))] if dims.strip() else []
+    for param in func.params:
+        if not hasattr(param, "shape") or not hasattr(param, "dtype"):
+            continue
+        shape = [int(d) for d in param.shape]
         n = 1
-        for d in shp:
+        for d in shape:
             n *= d
-        shapes.append(shp)
-        nbytes += n * _dtype_bytes(dtype)
+        shapes.append(shape)
+        dtype = param.dtype
+        nbytes += n * max(1, (dtype.bits * dtype.lanes) // 8)
     return shapes, nbytes
-
-
-def _dtype_bytes(dtype) -> int:
-    s = str(dtype)
-    m = re.search(r"(\d+)$", s)
-    return max(1, int(m.group(1)) // 8) if m else 4
 
 
 def kernel_table(compiled) -> Dict[str, dict]:
