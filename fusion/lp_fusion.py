@@ -11,7 +11,7 @@ from canao import analysis
 
 from .plan import FusionPlan
 from .planner import KernelGraph, Mapping, plan_groups
-from .planner.grouping import _bits
+from .planner.grouping import _bits, cyclic_groups
 from .planner.outline import outline_groups
 from .rewrites import ALGEBRA_RULES, RewriteRecord, rule_pass
 
@@ -138,15 +138,63 @@ class LPFuse:
         func = mod["main"]
         graph = KernelGraph(mod, func)
         if graph.block is None or not graph.nodes:
+            self.plan.unfused = [{"members": [], "reason": graph.skipped or "no kernels to plan",
+                                  "fallback": "stock FuseOps + FuseTIR"}]
             return tvm.transform.Sequential([relax.transform.FuseOps(), relax.transform.FuseTIR()])(mod)
         grouping, decisions = plan_groups(graph, self._decide_yellow(graph))
         groups = grouping.groups()
+        unfused: List[dict] = []
+        # independent check of the plan (the planner keeps groups convex on the quotient graph,
+        # so this never fires; if it did, the groups on a cycle stay unfused rather than crash)
+        cyclic = set(cyclic_groups(graph, groups))
+        if cyclic:
+            unfused += [{"members": [graph.nodes[i].var.name for i in groups[k]],
+                         "reason": "group lies on a cycle of the plan"} for k in sorted(cyclic)]
+            groups = _dissolve(groups, cyclic)
+        out, groups, failed = self._outline(mod, graph, groups)
+        unfused += failed
         names = [_group_name(graph, g) for g in groups]
-        out = outline_groups(mod, graph, groups, names)
-        out = relax.transform.FuseTIR()(out)
-        out = relax.transform.DeadCodeElimination(["main"])(out)
         self._record(graph, groups, names, decisions, out)
+        self.plan.unfused = unfused
+        for entry in unfused:  # edges into a dissolved group were not fused after all
+            for e in self.plan.edges:
+                if e["fused"] and e["producer_var"] in entry["members"] and e["consumer_var"] in entry["members"]:
+                    e["fused"] = False
+                    e["reason"] += f"; left unfused: {entry['reason']}"
         return out
+
+    def _outline(self, mod, graph, groups):
+        """(module, groups kept, [unfused entries]): outline + FuseTIR; the last line of defence
+        leaves any group that fails to outline or fuse unfused, with the reason, and never raises
+        on a module the planner could read."""
+        def attempt(gs):
+            names = [_group_name(graph, g) for g in gs]
+            out = outline_groups(mod, graph, gs, names)
+            out = relax.transform.FuseTIR()(out)
+            return relax.transform.DeadCodeElimination(["main"])(out)
+
+        try:
+            return attempt(groups), groups, []
+        except Exception as whole:  # noqa: BLE001 - isolate the groups at fault below
+            first = _first_line(whole)
+        failed, unfused = set(), []
+        for k, g in enumerate(groups):
+            if len(g) < 2:
+                continue
+            try:
+                relax.transform.FuseTIR()(outline_groups(mod, graph, [g], [_group_name(graph, g)]))
+            except Exception as exc:  # noqa: BLE001
+                failed.add(k)
+                unfused.append({"members": [graph.nodes[i].var.name for i in g],
+                                "reason": f"outlining failed: {_first_line(exc)}"})
+        kept = _dissolve(groups, failed)
+        try:
+            return attempt(kept), kept, unfused
+        except Exception as exc:  # noqa: BLE001 - leave the whole function unfused
+            singles = _dissolve(groups, set(range(len(groups))))
+            return mod, singles, unfused + [{
+                "members": [], "reason": f"outlining the plan failed ({first}; then {_first_line(exc)}): "
+                                         "every kernel left unfused"}]
 
     def _record(self, graph, groups, names, decisions, out):
         plan = self.plan
@@ -166,6 +214,19 @@ class LPFuse:
             "mapping": f"{graph.nodes[d.producer].mapping.label} -> {graph.nodes[d.consumer].mapping.label}",
             "decision": d.colour, "fused": d.fused, "reason": d.reason, "measured": d.measured,
         } for d in decisions]
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[-1][:200] if text else ''}"
+
+
+def _dissolve(groups, which) -> List[List[int]]:
+    """``groups`` with the groups at the indices in ``which`` split into single kernels."""
+    out = []
+    for k, g in enumerate(groups):
+        out.extend([[i] for i in g] if k in which else [g])
+    return sorted(out)
 
 
 def _group_name(graph, group) -> str:

@@ -12,6 +12,8 @@ class FusionPlan:
     kernels_before: Optional[int] = None
     kernels_after: Optional[int] = None
     target: str = ""
+    # parts of the model left unfused on purpose, and why: {"members": [vars], "reason": str}
+    unfused: List[dict] = field(default_factory=list)
 
     def to_json(self) -> dict:
         colours = {}
@@ -21,7 +23,7 @@ class FusionPlan:
         return {"target": self.target, "kernels_before": self.kernels_before, "kernels_after": self.kernels_after,
                 "summary": {"groups": len(self.groups), "edges": colours,
                             "rewrites": sum(r.get("count", 1) for r in self.rewrites)},
-                "rewrites": self.rewrites, "groups": self.groups, "edges": self.edges}
+                "rewrites": self.rewrites, "groups": self.groups, "edges": self.edges, "unfused": self.unfused}
 
     def to_text(self, max_groups: int = 40) -> str:
         lines = [f"LP-Fusion plan for {self.target}: {len(self.groups)} kernels "
@@ -37,6 +39,11 @@ class FusionPlan:
             lines.append(f"  {g['name']}: {g['kind']}: {' + '.join(g['ops'])}")
         if len(self.groups) > max_groups:
             lines.append(f"  ... {len(self.groups) - max_groups} more (see the JSON)")
+        if self.unfused:
+            lines += ["", "Left unfused:"]
+            for u in self.unfused:
+                members = ", ".join(u["members"][:8]) + (" ..." if len(u["members"]) > 8 else "")
+                lines.append(f"  {members or 'the whole function'}: {u['reason']}")
         lines += ["", "Edge decisions (producer -> consumer):"]
         for e in self.edges:
             if e["decision"] == "green" and e["fused"]:

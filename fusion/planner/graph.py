@@ -1,4 +1,13 @@
-"""The kernel graph of a legalized Relax function: one node per call_tir, edges from its inputs."""
+"""The kernel graph of a legalized Relax function: one node per call_tir, edges from its inputs.
+
+Grouping only ever puts kernels (call_tir bindings) together, but a group must be convex on the
+*real* dependency graph, which also runs through bindings that are not kernels: Relax operators
+that legalization left alone (``relax.cumsum`` is dispatched later by the stock pipeline), tuples,
+packed calls, aliases of tuple fields. Every binding of the dataflow block is therefore a vertex
+of the reachability masks: kernels are vertices ``0 .. n-1`` (``nodes``), the other bindings follow
+as vertices ``n ..`` (``others``). Aliases of a kernel's output (``y = x`` or ``y = x[i]``) are
+folded into that kernel's vertex, because the outliner moves them together with it.
+"""
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -22,6 +31,15 @@ class Node:
     output_bytes: int = 0
 
 
+@dataclass
+class Other:
+    """A binding that is not a kernel (never grouped, but paths through it count)."""
+
+    index: int  # vertex index (>= number of kernels)
+    var: relax.Var
+    what: str  # short description for the plan ("relax.cumsum", "Tuple", ...)
+
+
 def _bytes(ty) -> int:
     if isinstance(ty, relax.TensorType) and ty.shape is not None:
         n = 1
@@ -36,58 +54,124 @@ def _bytes(ty) -> int:
     return 0
 
 
+def _describe(value) -> str:
+    if isinstance(value, relax.Call):
+        if isinstance(value.op, tvm.ir.Op):
+            return value.op.name
+        if isinstance(value.op, tvm.ir.GlobalVar):
+            return f"call {value.op.name_hint}"
+        return "call"
+    return type(value).__name__
+
+
+def _is_kernel(value) -> bool:
+    return isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name in _CALL_TIR
+
+
 class KernelGraph:
-    """Nodes in binding order (a topological order), with reachability for convexity checks."""
+    """Kernels in binding order (a topological order), with reachability for convexity checks.
+
+    ``desc[v]`` / ``anc[v]`` are bitmasks over *all* vertices (kernels and other bindings) that
+    ``v`` reaches / is reached from, so a path through a non-kernel binding is never missed.
+    """
 
     def __init__(self, mod: tvm.IRModule, func: relax.Function):
         self.mod = mod
         self.func = func
         self.nodes: List[Node] = []
+        self.others: List[Other] = []
         self.block: Optional[relax.DataflowBlock] = None
         self.node_of_var: Dict[relax.Var, int] = {}
-        self.alias: Dict[relax.Var, int] = {}  # TupleGetItem vars -> the node producing the tuple
+        self.alias: Dict[relax.Var, int] = {}  # TupleGetItem / Var aliases -> the node producing the value
+        self.vertex_of_var: Dict[relax.Var, int] = {}
+        self.desc: List[int] = []
+        self.anc: List[int] = []
+        self.skipped: Optional[str] = None  # why this function is left to stock fusion
         blocks = [b for b in func.body.blocks if isinstance(b, relax.DataflowBlock)]
         if len(blocks) != 1:
-            return  # control flow or no dataflow: leave the function to stock fusion
+            self.skipped = f"{len(blocks)} dataflow blocks (LP-Fusion plans functions with exactly one)"
+            return
         self.block = blocks[0]
-        for binding in self.block.bindings:
+        bindings = list(self.block.bindings)
+        # pass 1: kernels get vertices 0..n-1, in binding order
+        for binding in bindings:
             value = binding.value
-            if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name in _CALL_TIR:
+            if _is_kernel(value):
                 gv = value.args[0]
                 callee = mod[gv]
                 mapping = classify(callee, gv.name_hint) if isinstance(callee, tirx.PrimFunc) else Mapping.OPAQUE
                 node = Node(len(self.nodes), binding.var, value, gv.name_hint, mapping,
                             output_bytes=_bytes(binding.var.ty))
-                for arg in value.args[1].fields:
-                    producer = self._producer(arg)
-                    if producer is not None and producer not in node.inputs:
-                        node.inputs.append(producer)
                 self.node_of_var[binding.var] = node.index
+                self.vertex_of_var[binding.var] = node.index
                 self.nodes.append(node)
-            elif isinstance(value, relax.TupleGetItem):
-                producer = self._producer(value.tuple_value)
-                if producer is not None:
-                    self.alias[binding.var] = producer
+        n = len(self.nodes)
+        # pass 2: aliases of kernel outputs join their kernel; anything else is its own vertex
+        reads: Dict[int, List[int]] = {}
+        for binding in bindings:
+            value = binding.value
+            if binding.var in self.node_of_var:
+                continue
+            source = None
+            if isinstance(value, relax.TupleGetItem) and isinstance(value.tuple_value, relax.Var):
+                source = value.tuple_value
             elif isinstance(value, relax.Var):
-                producer = self._producer(value)
-                if producer is not None:
-                    self.alias[binding.var] = producer
+                source = value
+            if source is not None and source in self.alias:
+                self.alias[binding.var] = self.alias[source]
+            elif source is not None and source in self.node_of_var:
+                self.alias[binding.var] = self.node_of_var[source]
+            if binding.var in self.alias:
+                self.vertex_of_var[binding.var] = self.alias[binding.var]
+                continue
+            other = Other(n + len(self.others), binding.var, _describe(value))
+            self.others.append(other)
+            self.vertex_of_var[binding.var] = other.index
+        # edges between vertices, from every variable a binding reads (any expression kind)
+        total = n + len(self.others)
+        preds: List[set] = [set() for _ in range(total)]
+        for binding in bindings:
+            v = self.vertex_of_var[binding.var]
+            for var in relax.analysis.free_vars(binding.value):
+                u = self.vertex_of_var.get(var)
+                if u is not None and u != v:
+                    preds[v].add(u)
         for node in self.nodes:
+            # kernel -> kernel edges (fusion candidates): direct reads, through aliases
+            for arg in _args(node.value):
+                producer = self._producer(arg)
+                if producer is not None and producer != node.index and producer not in node.inputs:
+                    node.inputs.append(producer)
             for p in node.inputs:
                 self.nodes[p].consumers.append(node.index)
-        n = len(self.nodes)
-        self.desc = [0] * n  # bitmask of nodes reachable from i (excluding i)
-        for node in reversed(self.nodes):
+        self.vertex_inputs = [sorted(p) for p in preds]
+        # reachability in binding order: every read comes after its definition in a dataflow block
+        seen, topo = set(), []
+        for binding in bindings:
+            v = self.vertex_of_var[binding.var]
+            if v not in seen:
+                seen.add(v)
+                topo.append(v)
+        self.anc = [0] * total
+        for v in topo:
             mask = 0
-            for c in node.consumers:
+            for u in preds[v]:
+                mask |= (1 << u) | self.anc[u]
+            self.anc[v] = mask
+        succs: List[List[int]] = [[] for _ in range(total)]
+        for v in range(total):
+            for u in preds[v]:
+                succs[u].append(v)
+        self.desc = [0] * total
+        for v in reversed(topo):
+            mask = 0
+            for c in succs[v]:
                 mask |= (1 << c) | self.desc[c]
-            self.desc[node.index] = mask
-        self.anc = [0] * n
-        for node in self.nodes:
-            mask = 0
-            for p in node.inputs:
-                mask |= (1 << p) | self.anc[p]
-            self.anc[node.index] = mask
+            self.desc[v] = mask
+
+    @property
+    def num_vertices(self) -> int:
+        return len(self.nodes) + len(self.others)
 
     def _producer(self, expr) -> Optional[int]:
         if isinstance(expr, relax.Var):
@@ -97,6 +181,19 @@ class KernelGraph:
         return None
 
     def edges(self):
+        """Kernel -> kernel edges (the fusion candidates), consumers in binding order."""
         for node in self.nodes:
             for p in node.inputs:
                 yield p, node.index
+
+    def describe_vertex(self, v: int) -> str:
+        if v < len(self.nodes):
+            return f"{self.nodes[v].func_name} ({self.nodes[v].var.name})"
+        other = self.others[v - len(self.nodes)]
+        return f"{other.what} ({other.var.name})"
+
+
+def _args(call: relax.Call):
+    """The tensor arguments of a call_tir (a Tuple, or a single var)."""
+    args = call.args[1]
+    return list(args.fields) if isinstance(args, relax.Tuple) else [args]

@@ -4,6 +4,12 @@ Green edges merge first (in topological order), then yellow edges are settled on
 ``decide_yellow`` callback (measurement on the target, or a stated default). Every merge keeps
 groups convex (no path leaves a group and re-enters it) and keeps at most one GEMM and one
 reduction per group, the GEMM upstream of the reduction.
+
+Convexity is checked on the *current* quotient graph (groups contracted), over every binding of
+the block, kernel or not: two groups that are each convex in the original graph can still reach
+each other in both directions once contracted (a1 -> b1 and b2 -> a2), so reachability is kept per
+group and updated on every merge. A merge that would create a cycle is never made, so the plan is
+acyclic by construction; ``cyclic_groups`` re-checks a finished plan independently.
 """
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
@@ -28,6 +34,17 @@ class Grouping:
     graph: KernelGraph
     parent: List[int] = field(default_factory=list)
     members: Dict[int, int] = field(default_factory=dict)  # root -> bitmask
+    # root -> bitmask of the vertices the group reaches / is reached from in the quotient graph
+    down: Dict[int, int] = field(default_factory=dict)
+    up: Dict[int, int] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.parent:
+            n = len(self.graph.nodes)
+            self.parent = list(range(n))
+            self.members = {i: 1 << i for i in range(n)}
+        if not self.down or not self.up:
+            self.down, self.up = _quotient_reach(self.graph, self.members)
 
     def find(self, i: int) -> int:
         while self.parent[i] != i:
@@ -43,6 +60,42 @@ class Grouping:
 
     def groups(self) -> List[List[int]]:
         return [sorted(_bits(mask)) for root, mask in sorted(self.members.items(), key=lambda kv: _low(kv[1]))]
+
+    def merge(self, a: int, b: int) -> None:
+        """Merge group b into group a, keeping the quotient reachability exact (call can_merge first)."""
+        m = self.members[a] | self.members[b]
+        down = (self.down.pop(b) | self.down[a]) & ~m
+        up = (self.up.pop(b) | self.up[a]) & ~m
+        self.parent[b] = a
+        self.members[a] = m
+        del self.members[b]
+        self.down[a], self.up[a] = down, up
+        # a group that reached a or b now reaches everything the merged group reaches (and back)
+        for r in self.members:
+            if r == a:
+                continue
+            if self.down[r] & m:
+                self.down[r] |= m | down
+            if self.up[r] & m:
+                self.up[r] |= m | up
+
+
+def _quotient_reach(graph: KernelGraph, members: Dict[int, int]):
+    """Reachability between groups (and the vertices outside any group) of an arbitrary grouping."""
+    down = {r: _union_mask(graph, m, graph.desc) & ~m for r, m in members.items()}
+    up = {r: _union_mask(graph, m, graph.anc) & ~m for r, m in members.items()}
+    changed = True
+    while changed:  # close over jumps inside groups: reaching one member reaches the whole group
+        changed = False
+        for r in members:
+            for s, ms in members.items():
+                if s != r and down[r] & ms and (down[r] | ms | down[s]) != down[r]:
+                    down[r] |= ms | down[s]
+                    changed = True
+                if s != r and up[r] & ms and (up[r] | ms | up[s]) != up[r]:
+                    up[r] |= ms | up[s]
+                    changed = True
+    return down, up
 
 
 def _bits(mask: int):
@@ -81,18 +134,81 @@ def can_merge(g: Grouping, a: int, b: int) -> Optional[str]:
         red = next(i for i in _bits(both) if graph.nodes[i].mapping == Mapping.REDUCE)
         if not (graph.desc[gemm] >> red) & 1:
             return "a reduction would precede the GEMM"
-    # convexity: nothing outside both groups lies on a path between them
-    down_a, up_b = _union_mask(graph, ma, graph.desc), _union_mask(graph, mb, graph.anc)
-    down_b, up_a = _union_mask(graph, mb, graph.desc), _union_mask(graph, ma, graph.anc)
-    if (down_a & up_b & ~both) or (down_b & up_a & ~both):
+    # convexity on the quotient graph: no vertex outside both groups (a kernel, a group, or a
+    # binding that is not a kernel) lies on a path from one to the other
+    if (g.down[a] & g.up[b] & ~both) or (g.down[b] & g.up[a] & ~both):
         return "not convex: a path leaves the group and re-enters it"
     return None
 
 
+def cyclic_groups(graph: KernelGraph, groups: List[List[int]]) -> List[int]:
+    """Indices of the groups that lie on a cycle of the quotient graph (empty for a valid plan).
+
+    Independent of the incremental bookkeeping above: contracts every group and looks for
+    strongly connected components over all vertices of the block (kernels and other bindings).
+    """
+    unit = list(range(graph.num_vertices))
+    for gid, group in enumerate(groups):
+        for i in group:
+            unit[i] = -1 - gid
+    succ: Dict[int, set] = {u: set() for u in set(unit)}
+    for v, preds in enumerate(graph.vertex_inputs):
+        for p in preds:
+            if unit[p] != unit[v]:
+                succ[unit[p]].add(unit[v])
+    on_cycle = set()
+    for component in _sccs(succ):
+        if len(component) > 1:
+            on_cycle.update(component)
+    return sorted(-1 - u for u in on_cycle if u < 0)
+
+
+def _sccs(succ: Dict[int, set]):
+    """Tarjan's strongly connected components, iteratively (graphs have thousands of vertices)."""
+    index, low, on_stack, stack, out = {}, {}, set(), [], []
+    counter = 0
+    for root in succ:
+        if root in index:
+            continue
+        work = [(root, iter(succ[root]))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            v, it = work[-1]
+            advanced = False
+            for w in it:
+                if w not in index:
+                    index[w] = low[w] = counter
+                    counter += 1
+                    stack.append(w)
+                    on_stack.add(w)
+                    work.append((w, iter(succ[w])))
+                    advanced = True
+                    break
+                if w in on_stack:
+                    low[v] = min(low[v], index[w])
+            if advanced:
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                component = []
+                while True:
+                    w = stack.pop()
+                    on_stack.discard(w)
+                    component.append(w)
+                    if w == v:
+                        break
+                out.append(component)
+    return out
+
+
 def plan_groups(graph: KernelGraph, decide_yellow: Callable[[Grouping, int, int, EdgeDecision], bool]):
     """Return (Grouping, [EdgeDecision]) for ``graph``."""
-    n = len(graph.nodes)
-    g = Grouping(graph, list(range(n)), {i: 1 << i for i in range(n)})
+    g = Grouping(graph)
     decisions: Dict[tuple, EdgeDecision] = {}
 
     def attempt(colour_wanted: str) -> bool:
@@ -113,8 +229,7 @@ def plan_groups(graph: KernelGraph, decide_yellow: Callable[[Grouping, int, int,
             if colour == YELLOW and not decide_yellow(g, a, b, edge):
                 edge.reason += "; kept apart" + (" (measured faster apart)" if edge.measured else "")
                 continue
-            g.parent[b] = a
-            g.members[a] |= g.members.pop(b)
+            g.merge(a, b)
             changed = True
         return changed
 

@@ -49,15 +49,17 @@ def outline_groups(mod: tvm.IRModule, graph: KernelGraph, groups: List[List[int]
     index_of = {b.var: i for i, b in enumerate(bindings)}
     unit_of: Dict[int, int] = {}  # binding index -> unit id (a group id, or -1 - binding index)
     group_bindings: Dict[int, List[int]] = {}
+    members_set = [set(g) for g in groups]
     for gid, group in enumerate(groups):
         if len(group) < 2:
             continue
         idxs = set()
         for n in group:
             idxs.add(index_of[graph.nodes[n].var])
-        # TupleGetItem aliases of grouped multi-output kernels travel with their group
+        # aliases of grouped kernels' outputs (tuple fields of multi-output kernels, var copies)
+        # travel with their group: the planner counted them as part of the kernel
         for var, producer in graph.alias.items():
-            if producer in group and isinstance(bindings[index_of[var]].value, relax.TupleGetItem):
+            if producer in members_set[gid]:
                 idxs.add(index_of[var])
         group_bindings[gid] = sorted(idxs)
         for i in idxs:
@@ -65,6 +67,7 @@ def outline_groups(mod: tvm.IRModule, graph: KernelGraph, groups: List[List[int]
     if not group_bindings:
         return mod
     defined_in = {b.var: unit_of.get(i, -1 - i) for i, b in enumerate(bindings)}
+    readers = _readers(bindings, block, graph.func)
     bb = relax.BlockBuilder(mod)
     new_units = {}  # unit id -> list of new bindings for main
     for gid, idxs in group_bindings.items():
@@ -77,7 +80,10 @@ def outline_groups(mod: tvm.IRModule, graph: KernelGraph, groups: List[List[int]
                     continue
                 if not any(r.same_as(x) for x in inputs):
                     inputs.append(r)
-        used_outside = [b.var for b in members if _used_outside(b.var, bindings, idxs, graph.func)]
+        inside = set(idxs)
+        used_outside = [b.var for b in members if any(r not in inside for r in readers.get(b.var, ()))]
+        if not used_outside:  # pragma: no cover - a group whose results nobody reads
+            used_outside = [members[-1].var]
         params = [relax.Var(f"p{i}", x.ty) for i, x in enumerate(inputs)]
         remap = {x: p for x, p in zip(inputs, params) if isinstance(x, relax.Var)}
         const_remap = [(x, p) for x, p in zip(inputs, params) if not isinstance(x, relax.Var)]
@@ -124,13 +130,22 @@ def _replace_constants(value, pairs):
     return value
 
 
-def _used_outside(var, bindings, idxs, func) -> bool:
-    """Read by a binding outside the group, or returned by the function."""
-    inside = set(idxs)
+def _readers(bindings, block, func) -> Dict[relax.Var, set]:
+    """var -> indices of the block's bindings reading it; -1 for any read outside the block (later
+    blocks, non-dataflow bindings, the function's result)."""
+    out: Dict[relax.Var, set] = {}
     for i, b in enumerate(bindings):
-        if i not in inside and any(r.same_as(var) for r in _reads(b.value)):
-            return True
-    return any(r.same_as(var) for r in _reads(func.body.body))
+        for v in relax.analysis.free_vars(b.value):
+            out.setdefault(v, set()).add(i)
+    for other in func.body.blocks:
+        if other.same_as(block):
+            continue
+        for b in other.bindings:
+            for v in relax.analysis.free_vars(b.value):
+                out.setdefault(v, set()).add(-1)
+    for v in relax.analysis.free_vars(func.body.body):
+        out.setdefault(v, set()).add(-1)
+    return out
 
 
 def _topological(bindings, unit_of, new_units, defined_in):
@@ -148,8 +163,8 @@ def _topological(bindings, unit_of, new_units, defined_in):
         idxs = [i for i in range(len(bindings)) if unit_of.get(i, -1 - i) == u]
         need = set()
         for i in idxs:
-            for r in _reads(bindings[i].value):
-                if isinstance(r, relax.Var) and r in defined_in and defined_in[r] != u:
+            for r in relax.analysis.free_vars(bindings[i].value):
+                if r in defined_in and defined_in[r] != u:
                     need.add(defined_in[r])
         deps[u] = need
     done, out, pending = set(), [], list(units)
@@ -157,7 +172,7 @@ def _topological(bindings, unit_of, new_units, defined_in):
         for k, u in enumerate(pending):
             if deps[u] <= done:
                 break
-        else:  # pragma: no cover - convex groups cannot cycle
+        else:  # the planner never emits this (see grouping.cyclic_groups); LPFuse catches it anyway
             raise RuntimeError("fusion groups form a cycle")
         pending.pop(k)
         done.add(u)
