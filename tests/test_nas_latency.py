@@ -21,7 +21,7 @@ def dataset(tmp_path_factory):
     """3 architectures measured with an interrupt after the first row, then resumed."""
     space = load_space("bert_minilm_small")
     out = tmp_path_factory.mktemp("ld") / "rows.jsonl"
-    fast = LocalMeasurer(warmup=1, repeat=5, kernel_repeat=1)
+    fast = LocalMeasurer(warmup=1, repeat=5, kernel_repeat=1, allow_busy=True)
 
     def stop(i, row):
         raise Interrupted
@@ -41,7 +41,7 @@ def test_resume_neither_duplicates_nor_loses_rows(dataset):
     assert len(rows) == 3 and len(set(keys)) == 3
     assert all(line.strip() for line in out.read_text().splitlines())  # the torn line was cut
     again = build_dataset(space, resolve_target("x86"), 3, out, seq_len=16,
-                          measurer=LocalMeasurer(1, 5, 1), progress=False)
+                          measurer=LocalMeasurer(1, 5, 1, allow_busy=True), progress=False)
     assert [space.to_json(r["genes"]) for r in again] == keys  # nothing re-measured
 
 
@@ -50,6 +50,10 @@ def test_rows_carry_the_plan_and_kernels_are_cached_by_signature(dataset):
     cache = json.loads(kernel_cache_path(out).read_text())
     for r in rows:
         assert r["latency"]["mean_ms"] > 0 and r["latency"]["kept"] <= r["latency"]["n"]
+        # every row carries the measurement core's noise record
+        assert r["latency"]["reference_ms"] > 0 and r["latency"]["ratio_to_reference"] > 0
+        assert r["latency"]["tries"] >= 1 and isinstance(r["latency"]["flagged"], bool)
+        assert "load_avg_1m" in r["latency"]
         assert r["kernels"] and all(k["signature"] in cache for k in r["kernels"])
         assert all(k["calls"] >= 1 for k in r["kernels"])
     # a signature shared by two architectures is one cache entry
@@ -65,6 +69,15 @@ def test_predictors_evaluate_on_heldout_architectures(dataset):
     for key in ("fusion", "mlp"):
         assert report[key]["n_heldout"] == 1 and report[key]["n_train"] == 2
         assert 0 <= report[key]["within_5pct"] <= report[key]["within_10pct"] <= 1
+
+
+def test_local_measurer_refuses_a_busy_machine(monkeypatch):
+    import canao.measure.core as core
+
+    monkeypatch.delenv("CANAO_ALLOW_BUSY", raising=False)
+    monkeypatch.setattr(core, "load_average", lambda: (99.0, 99.0, 99.0))
+    with pytest.raises(CanaoError, match="another heavy job"):
+        LocalMeasurer().measure(None, None, {}, kernels=False)  # refused before anything runs
 
 
 def test_metrics_match_hand_computed_values():

@@ -192,12 +192,12 @@ def busy_override() -> bool:
     return os.environ.get("CANAO_ALLOW_BUSY", "").strip().lower() not in ("", "0", "false", "no")
 
 
-def assert_quiet_machine(override: bool = False, max_load: Optional[float] = None, load=load_average,
+def assert_quiet_machine(override: bool = False, max_load: Optional[float] = None, load=None,
                          what: str = "measuring") -> Optional[float]:
     """Refuse (CanaoError) to start ``what`` while the 1-minute load average exceeds ``max_load``
     (default :func:`default_max_load`) — another heavy job is running and would be in every figure.
     ``override`` (or CANAO_ALLOW_BUSY=1) skips the refusal. Returns the 1-minute load (None if unknown)."""
-    loads = load()
+    loads = (load or load_average)()
     one = loads[0] if loads else None
     if override or busy_override() or one is None:
         return one
