@@ -39,6 +39,9 @@ class CompiledModel:
     kernels: int = 0
     mod: "object" = None  # the lowered Relax module, kept for inspection
     reports: dict = field(default_factory=dict)  # what stages reported (e.g. "fusion": the LP-Fusion plan)
+    # what the build degraded on (canao.measure.report.BuildReport): kernels left unscheduled and
+    # why, schedule rules that raised, fusion measurements that failed; report.to_json() for a manifest
+    report: "object" = None
 
     def export(self, path: str) -> None:
         """Write the shared library (cross-linked for the target's architecture)."""
@@ -131,22 +134,27 @@ def build(imported, target_spec: TargetSpec, pipeline: str = "canao", on_stage=N
     """Compile ``imported`` for ``target_spec`` with the named pipeline ("canao" or "stock").
 
     ``options`` reach every registered stage factory, e.g. ``{"tuning_db": work_dir}``.
+    ``CompiledModel.report`` lists what the build degraded on (each also a CanaoWarning).
     """
     import tvm
 
+    from canao.measure.report import collecting
+
     check_cross_compiler(target_spec)
     options = options if options is not None else {}  # stages write their reports into it
-    mod, params, stats = prepare(imported, target_spec, pipeline, options)
-    mod, lowered_stats = lower(mod, target_spec, pipeline, on_stage=on_stage, options=options)
-    stats += lowered_stats[1:]
-    kernels = fused_kernel_count(stats)
-    try:
-        executable = tvm.compile(mod, target=target_spec.tvm_target(), relax_pipeline=tvm.transform.Sequential([]))
-    except Exception as exc:
-        raise CanaoError(f"code generation for {target_spec.name} failed: {str(exc).splitlines()[0][:300]}",
-                         "report the model; try --pipeline stock to see whether LP-Fusion is the cause") from exc
+    with collecting() as report:  # every degradation recorded while building (also warned)
+        mod, params, stats = prepare(imported, target_spec, pipeline, options)
+        mod, lowered_stats = lower(mod, target_spec, pipeline, on_stage=on_stage, options=options)
+        stats += lowered_stats[1:]
+        kernels = fused_kernel_count(stats)
+        try:
+            executable = tvm.compile(mod, target=target_spec.tvm_target(),
+                                     relax_pipeline=tvm.transform.Sequential([]))
+        except Exception as exc:
+            raise CanaoError(f"code generation for {target_spec.name} failed: {str(exc).splitlines()[0][:300]}",
+                             "report the model; try --pipeline stock to see whether LP-Fusion is the cause") from exc
     reports = {k: v for k, v in options.get("reports", {}).items() if not k.startswith("_")}
-    return CompiledModel(executable, params, target_spec, pipeline, stats, kernels, mod, reports)
+    return CompiledModel(executable, params, target_spec, pipeline, stats, kernels, mod, reports, report)
 
 
 def fused_kernel_count(stats: List[StageStats]) -> int:

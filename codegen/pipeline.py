@@ -48,12 +48,76 @@ def _load_plugins() -> None:
 
 
 def _slot_pass(slot: str, target, options: dict):
-    """The passes registered in ``slot`` for this build, as one Sequential (None if none apply)."""
+    """The passes registered in ``slot`` for this build, as one Sequential (None if none apply).
+
+    The Sequential carries ``canao_fingerprint``: a hash of what changes the code the slot
+    produces (each stage's name and its factory's fingerprint — the stage's source, the options
+    it reads, a tuning database's content), read back by :func:`pass_identity`."""
     import tvm
 
     _load_plugins()
-    passes = [p for p in (f(target, options) for _, _, f in _CANAO_STAGES[slot]) if p is not None]
-    return tvm.transform.Sequential(passes) if passes else None
+    passes, parts = [], []
+    for _, name, factory in _CANAO_STAGES[slot]:
+        p = factory(target, options)
+        if p is not None:
+            passes.append(p)
+            parts.append(f"{name}={factory_fingerprint(factory, target, options)}")
+    if not passes:
+        return None
+    seq = tvm.transform.Sequential(passes)
+    seq.canao_fingerprint = _digest("|".join([slot, str(target)] + parts))
+    return seq
+
+
+def _digest(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def source_fingerprint(*paths) -> str:
+    """A hash of the Python sources under ``paths`` (files or folders): code that changes them
+    changes the kernels a stage produces."""
+    import hashlib
+    from pathlib import Path
+
+    h = hashlib.sha256()
+    for root in paths:
+        root = Path(root)
+        files = sorted(root.rglob("*.py")) if root.is_dir() else [root]
+        for f in files:
+            try:
+                h.update(f.name.encode() + b"\0" + f.read_bytes())
+            except OSError:
+                h.update(f"{f}:missing".encode())
+    return h.hexdigest()[:20]
+
+
+def factory_fingerprint(factory, target, options: dict) -> str:
+    """A stage factory's own ``fingerprint(target, options)`` when it has one; otherwise the hash
+    of its module's source and of every option (conservative: more cache misses, never a wrong hit)."""
+    import inspect
+    import sys
+
+    own = getattr(factory, "fingerprint", None)
+    if own is not None:
+        return str(own(target, options or {}))
+    module = sys.modules.get(getattr(factory, "__module__", ""), None)
+    try:
+        src = source_fingerprint(inspect.getsourcefile(module)) if module is not None else "?"
+    except TypeError:
+        src = "?"
+    opts = {k: v for k, v in (options or {}).items() if k != "reports" and not str(k).startswith("_")}
+    return _digest(f"{getattr(factory, '__module__', '?')}.{getattr(factory, '__qualname__', '?')}|{src}|"
+                   f"{sorted((str(k), repr(v)) for k, v in opts.items())}")
+
+
+def pass_identity(schedule_pass) -> "str | None":
+    """What a pass is, for cache keys: "none" for no pass, the fingerprint of a slot pass made by
+    this module, None for a pass of unknown provenance (do not cache what it measured)."""
+    if schedule_pass is None:
+        return "none"
+    return getattr(schedule_pass, "canao_fingerprint", None)
 
 
 def _backend(target):

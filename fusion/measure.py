@@ -1,10 +1,11 @@
 """Settle a yellow edge the CANAO way: build both versions of the two groups for the target, time
-them, keep the faster. Measurements are cached on disk by structural hash, so identical layers
-(and later builds) pay once."""
+them through the measurement core (``canao.measure``), keep the faster. Measurements are cached
+on disk under a key of everything that changes the measured code (``cache_key``), so identical
+layers (and later builds with the same schedules) pay once."""
 import json
 import os
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 import tvm
@@ -60,7 +61,8 @@ def _submodule(graph: KernelGraph, nodes: List[int]) -> tvm.IRModule:
     return relax.transform.DeadCodeElimination(["main"])(mod)
 
 
-def _time_module(mod: tvm.IRModule, target, schedule_pass) -> float:
+def _executable(mod: tvm.IRModule, target, schedule_pass):
+    """(VM function, its arguments) for a candidate module, scheduled as the build would."""
     mod = relax.transform.FuseTIR()(mod)
     if schedule_pass is not None:
         with target:
@@ -75,29 +77,90 @@ def _time_module(mod: tvm.IRModule, target, schedule_pass) -> float:
         dtype = str(p.ty.dtype)
         data = rng.standard_normal(shape).astype(dtype) if "float" in dtype else np.zeros(shape, dtype=dtype)
         args.append(tvm.runtime.tensor(data, dev))
-    timer = vm.time_evaluator("main", dev, number=5, repeat=5, min_repeat_ms=20)
-    return float(np.min(timer(*args).results) * 1e3)
+    return vm, args
 
 
-def measure_fusion(graph: KernelGraph, group_a: List[int], group_b: List[int], target, schedule_pass=None) -> dict:
-    """{"fused_ms", "split_ms"} for the two groups built fused vs as two kernels (cached)."""
-    nodes = sorted(group_a + group_b)
-    sub = _submodule(graph, nodes)
-    sub_graph = KernelGraph(sub, sub["main"])
-    # the submodule binds exactly these kernels, in the same order, so node k there is nodes[k]
-    assert len(sub_graph.nodes) == len(nodes), (len(sub_graph.nodes), len(nodes), sub["main"].script()[:3000])
-    local = {n: k for k, n in enumerate(nodes)}
-    a_local = sorted(local[n] for n in group_a)
-    b_local = sorted(local[n] for n in group_b)
-    key = f"{tvm_ffi.structural_hash(sub)}|{len(a_local)}|{target}"
-    cache = _load_cache()
-    if key in cache:
-        return dict(cache[key], cached=True)
-    fused = outline_groups(sub, sub_graph, [sorted(a_local + b_local)], ["fused_candidate"])
-    split = outline_groups(sub, sub_graph, [a_local, b_local], ["split_a", "split_b"])
-    result = {"fused_ms": _time_module(fused, target, schedule_pass),
-              "split_ms": _time_module(split, target, schedule_pass)}
-    cache = _load_cache()
-    cache[key] = result
-    write_json(cache_path(), cache)
+def _timer(vm, args):
+    """One sample per call: the mean ms of a few runs (TVM's time evaluator, >= 20 ms per sample)."""
+    evaluator = vm.time_evaluator("main", tvm.cpu(), number=5, repeat=1, min_repeat_ms=20)
+
+    def run():
+        return float(np.mean(evaluator(*args).results) * 1e3)
+
+    run.reports_ms = True
+    return run
+
+
+def cache_key(sub: tvm.IRModule, n_first: int, target, schedule_pass) -> Optional[str]:
+    """Everything that changes the code measured: the submodule, the split point, the target, the
+    schedules it was measured with (``codegen.pipeline.pass_identity``: stage sources, options,
+    the tuning database's content), TVM's and CANAO's versions and the measurement method.
+    None for a schedule pass of unknown provenance: such a measurement is not cached."""
+    import canao
+    from canao.codegen.pipeline import pass_identity
+    from canao.measure import MEASURE_VERSION
+
+    schedules = pass_identity(schedule_pass)
+    if schedules is None:
+        return None
+    return "|".join([str(tvm_ffi.structural_hash(sub)), str(n_first), str(target), f"schedules={schedules}",
+                     f"tvm={tvm.__version__}", f"canao={canao.__version__}", f"measure={MEASURE_VERSION}"])
+
+
+def _describe(graph: KernelGraph, group_a: List[int], group_b: List[int]) -> str:
+    def names(group):
+        return "+".join(graph.nodes[n].func_name for n in group)
+
+    return f"{names(group_a)} | {names(group_b)}"
+
+
+def measure_fusion(graph: KernelGraph, group_a: List[int], group_b: List[int], target, schedule_pass=None,
+                   rounds: int = 5) -> dict:
+    """{"fused_ms", "split_ms"} (best of ``rounds`` interleaved rounds, through the measurement
+    core), their medians and ratios to the reference, and the noise record, for the two groups
+    built fused vs as two kernels (cached, see :func:`cache_key`).
+
+    A candidate that fails to build or run is recorded (``canao.measure.report``: a
+    CanaoWarning and the build report) and the error re-raised for the planner to decide without
+    it; a failed planner assertion is recorded as such and re-raised unchanged."""
+    from canao.measure import measure
+    from canao.measure.report import FUSION_MEASUREMENT, PLANNER_ASSERTION, context, record
+
+    edge = _describe(graph, group_a, group_b)
+    try:
+        nodes = sorted(group_a + group_b)
+        sub = _submodule(graph, nodes)
+        sub_graph = KernelGraph(sub, sub["main"])
+        # the submodule binds exactly these kernels, in the same order, so node k there is nodes[k]
+        assert len(sub_graph.nodes) == len(nodes), (len(sub_graph.nodes), len(nodes), sub["main"].script()[:3000])
+        local = {n: k for k, n in enumerate(nodes)}
+        a_local = sorted(local[n] for n in group_a)
+        b_local = sorted(local[n] for n in group_b)
+        key = cache_key(sub, len(a_local), target, schedule_pass)
+        cache = _load_cache()
+        if key is not None and key in cache:
+            return dict(cache[key], cached=True)
+        fused = outline_groups(sub, sub_graph, [sorted(a_local + b_local)], ["fused_candidate"])
+        split = outline_groups(sub, sub_graph, [a_local, b_local], ["split_a", "split_b"])
+    except AssertionError as exc:
+        record(PLANNER_ASSERTION, edge, exc)
+        raise
+    try:
+        with context(f"fusion measurement of {edge}"):
+            fused_fn = _timer(*_executable(fused, target, schedule_pass))
+            split_fn = _timer(*_executable(split, target, schedule_pass))
+            row = measure({"fused": fused_fn, "split": split_fn}, rounds, warmup=1)
+    except AssertionError as exc:
+        record(PLANNER_ASSERTION, edge, exc)
+        raise
+    except Exception as exc:
+        record(FUSION_MEASUREMENT, edge, exc)
+        raise
+    result = {"fused_ms": row.best_ms("fused"), "split_ms": row.best_ms("split"),
+              "fused_median_ms": row.median_ms("fused"), "split_median_ms": row.median_ms("split"),
+              "fused_ratio": row.ratio("fused"), "split_ratio": row.ratio("split"), "noise": row.noise()}
+    if key is not None:
+        cache = _load_cache()
+        cache[key] = result
+        write_json(cache_path(), cache)
     return dict(result, cached=False)

@@ -73,6 +73,28 @@ def database_stage(target, options: dict):
     return apply_database(work_dir, target) if work_dir else None
 
 
+def database_fingerprint(target, options: dict) -> str:
+    """The content of the tuning database a build applies: MetaSchedule's records, the tile
+    variants' records and the manifest's per-kernel verdicts (which records win)."""
+    import hashlib
+    import json
+
+    from .variants import variants_store
+
+    work_dir = (options or {}).get("tuning_db")
+    if not work_dir:
+        return "no-tuning-db"
+    store = TuningStore(work_dir)
+    h = hashlib.sha256()
+    for s in (store, variants_store(store)):
+        for path in (s.workloads_path, s.records_path):
+            h.update(path.name.encode())
+            h.update(path.read_bytes() if path.exists() else b"-")
+    h.update(json.dumps(store.load_manifest().get("tasks", {}), sort_keys=True, default=str).encode())
+    return h.hexdigest()[:20]
+
+
+database_stage.fingerprint = database_fingerprint
 register_stage("schedule", STAGE_NAME, database_stage, order=STAGE_ORDER)
 
 

@@ -19,7 +19,8 @@ def default_schedule_pass(target_spec, pipeline: str, options: Optional[dict]):
 
 
 def default_modules(tasks: List[TuningTask], target_spec, schedule) -> list:
-    """Each task's kernel under the default schedules (the plain kernel where a rule fails)."""
+    """Each task's kernel under the default schedules (the plain kernel where they fail, recorded as
+    ``tuning-baseline`` in the build report and warned)."""
     from .tasks import copy_module
 
     target = target_spec.tvm_target()
@@ -30,7 +31,11 @@ def default_modules(tasks: List[TuningTask], target_spec, schedule) -> list:
             try:
                 with target:
                     mod = schedule(copy_module(task.mod))
-            except Exception:  # a rule that fails on this kernel: the baseline is the plain kernel
+            except Exception as exc:  # the baseline is the plain kernel then: recorded, not hidden
+                from canao.measure.report import TUNING_BASELINE, record
+
+                record(TUNING_BASELINE, task.name, f"default schedules failed, the plain kernel is the baseline: "
+                       f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
                 mod = task.mod
         mods.append(mod)
     return mods
@@ -40,5 +45,6 @@ def measure_defaults(tasks: List[TuningTask], target_spec, builder, runner, sche
     """{task key: mean run time in microseconds under the default schedules, None if it failed}."""
     from .candidates import measure_modules
 
-    times = measure_modules(default_modules(tasks, target_spec, schedule), target_spec, builder, runner)
+    times = measure_modules(default_modules(tasks, target_spec, schedule), target_spec, builder, runner,
+                            names=[f"{t.name} (default schedule)" for t in tasks])
     return {task.key: us for task, us in zip(tasks, times)}

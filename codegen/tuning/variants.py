@@ -106,7 +106,8 @@ def search_variants(tasks: List[TuningTask], target_spec, builder, runner, store
         with target:
             default = Matmul().schedule(task.mod["main"], target, cpu_traits(target))
         reference = default.mod if default is not None else task.mod
-        wrong = [t for t in schedules if not agrees(schedules[t].mod, reference, target)]
+        wrong = [t for t in schedules if not agrees(schedules[t].mod, reference, target,
+                                                    name=f"{task.name} tile {t[0]}x{t[1]}")]
         for tile in wrong:
             del schedules[tile]
         entry["variants_wrong"] = [list(t) for t in wrong]
@@ -115,7 +116,8 @@ def search_variants(tasks: List[TuningTask], target_spec, builder, runner, store
             store.save_manifest(manifest)
             continue
         tiles = list(schedules)
-        times = measure_modules([schedules[t].mod for t in tiles], target_spec, builder, runner)
+        times = measure_modules([schedules[t].mod for t in tiles], target_spec, builder, runner,
+                                names=[f"{task.name} tile {t[0]}x{t[1]}" for t in tiles])
         measured += len(tiles)
         if progress is not None:
             progress(len(tiles))

@@ -27,10 +27,11 @@ def _from_database(database, task: TuningTask, target):
 def settle(tasks: List[TuningTask], store: TuningStore, target_spec, builder, runner, schedule,
            manifest: dict, rounds: int = 3) -> Dict[str, dict]:
     """Time every task's contenders side by side and write each verdict into ``manifest``
-    (``tasks[key]["verdict"]``): the choice, the microseconds of each contender, and the record
-    counts it saw (a later tuning run makes it stale)."""
+    (``tasks[key]["verdict"]``): the choice, the microseconds of each contender, the record
+    counts it saw (a later tuning run makes it stale) and the measurement core's noise record
+    (reference time, load, tries, flagged)."""
     from .baseline import default_modules
-    from .candidates import agrees, measure_modules
+    from .candidates import agrees, measure_modules_row
     from .variants import variants_store
 
     target = target_spec.tvm_target()
@@ -47,7 +48,8 @@ def settle(tasks: List[TuningTask], store: TuningStore, target_spec, builder, ru
                       "tuned": _from_database(tuned_db, task, target)}
         if target_spec.runs_locally:  # a contender that computes something else is dropped
             for name in ("variant", "tuned"):
-                if contenders[name] is not None and not agrees(contenders[name], default, target):
+                if contenders[name] is not None and not agrees(contenders[name], default, target,
+                                                               name=f"{task.name} ({name})"):
                     contenders[name] = None
         if contenders["variant"] is None and contenders["tuned"] is None:
             continue
@@ -58,7 +60,9 @@ def settle(tasks: List[TuningTask], store: TuningStore, target_spec, builder, ru
     verdicts: Dict[str, dict] = {}
     if not mods:
         return verdicts
-    times = measure_modules(mods, target_spec, builder, runner, rounds=rounds)
+    times, row = measure_modules_row(mods, target_spec, builder, runner, rounds=rounds,
+                                     names=[f"{task.name} ({name})" for task, name in owners])
+    noise = row.noise() if row is not None else None
     per_task: Dict[str, Dict[str, Optional[float]]] = {}
     for (task, name), us in zip(owners, times):
         per_task.setdefault(task.key, {})[name] = us
@@ -70,7 +74,7 @@ def settle(tasks: List[TuningTask], store: TuningStore, target_spec, builder, ru
         # the default stays unless something measured faster (also when the default failed to time)
         choice = min(valid, key=valid.get) if valid else "default"
         verdict = {"choice": choice, "us": timed, "records": counts.get(task.key, 0),
-                   "variant_records": variant_counts.get(task.key, 0)}
+                   "variant_records": variant_counts.get(task.key, 0), "noise": noise}
         manifest["tasks"].setdefault(task.key, {"name": task.name})["verdict"] = verdict
         verdicts[task.key] = verdict
     return verdicts

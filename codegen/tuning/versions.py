@@ -3,7 +3,8 @@
 Given alternative modules for the same computation — e.g. one per yellow decision of an
 LP-Fusion plan, or whole alternative plans — tune each with the same trial budget, build it
 with its database (default schedules for the rest), check it computes what the first one does,
-time them side by side in interleaved rounds, and keep the fastest.
+time them side by side in interleaved rounds (the measurement core, ``canao.measure``), and keep
+the fastest.
 """
 import re
 import time
@@ -29,6 +30,7 @@ class VersionResult:
     median_ms: Optional[float] = None
     max_abs_diff: Optional[float] = None  # against the first candidate's outputs
     agrees: bool = True
+    ratio_to_reference: Optional[float] = None  # median / the reference workload's median, same rounds
 
 
 @dataclass
@@ -37,6 +39,7 @@ class FusionChoice:
     speedup_vs_runner_up: Optional[float]  # runner-up min time / chosen min time
     speedup_vs_slowest: Optional[float]
     versions: List[VersionResult] = field(default_factory=list)
+    noise: dict = field(default_factory=dict)  # the measurement's reference time, load, tries, flag
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -65,6 +68,8 @@ def choose_fusion_version(candidates: Sequence[Tuple[str, object]], target_spec,
     generated from its signature when omitted. ``measure(name, executable, args) -> [seconds]``
     replaces local timing (e.g. on a phone through RPC); ``time_budget_s`` is per candidate.
     """
+    from canao.measure import measure as measure_core
+
     from .apply import compile_fused
     from .tasks import fused_module
     from .tuner import tune
@@ -90,14 +95,15 @@ def choose_fusion_version(candidates: Sequence[Tuple[str, object]], target_spec,
     args = inputs if inputs is not None else example_args(candidates[0][1])
     _check_agreement(executables, args, results, rtol, atol)
     timer = measure or _local_timer
-    samples = {r.name: [] for r in results}
-    for _ in range(rounds):  # interleaved, so a noisy neighbour hits every version alike
-        for result, exe in zip(results, executables):
-            samples[result.name] += [float(s) for s in timer(result.name, exe, args)]
+    # interleaved rounds through the measurement core, so a noisy neighbour hits every version alike
+    row = measure_core({r.name: _reports_ms(timer, r.name, exe, args) for r, exe in zip(results, executables)},
+                       rounds, warmup=1)
     for result in results:
-        result.min_ms = 1e3 * min(samples[result.name])
-        result.median_ms = 1e3 * float(np.median(samples[result.name]))
+        result.min_ms = row.best_ms(result.name)
+        result.median_ms = row.median_ms(result.name)
+        result.ratio_to_reference = row.ratio(result.name)
     choice = _choose(results)
+    choice.noise = row.noise()
     write_json(work_dir / REPORT, choice.to_json())
     return choice
 
@@ -134,6 +140,15 @@ def _flatten(out):
     if hasattr(out, "numpy"):
         return [out]
     return [x for item in out for x in _flatten(item)]
+
+
+def _reports_ms(timer, name, exe, args):
+    """A candidate for the measurement core: one call = ``timer``'s samples, in ms."""
+    def run():
+        return [1e3 * float(s) for s in timer(name, exe, args)]
+
+    run.reports_ms = True
+    return run
 
 
 def _local_timer(name, exe, args) -> List[float]:
