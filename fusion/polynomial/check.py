@@ -1,6 +1,7 @@
-"""Numerical checks of a rewrite: build a module for the local CPU and compare against the original.
+"""Deprecated: moved to tests/polynomial_check.py (only tests use these helpers).
 
-Used by the tests and handy when developing a rule: every rewrite must keep the numbers.
+Kept, unchanged, only because tests/test_polynomial_models.py still imports it from here; delete this
+file once that test imports ``polynomial_check`` instead. New code must not use it.
 """
 from typing import Sequence
 

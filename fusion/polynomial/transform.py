@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Sequence
 
 from . import term as tm
 from .cost import Cost, Shapes, broadcast, dag_cost
-from .egraph import Limits, extract, saturate
+from .egraph import DTYPE_RANGE, Limits, extract, saturate
 from .graph import BlockTerms, static_shape, users, weight_params
 from .records import RewriteLog, RewriteRecord
 
@@ -181,7 +181,10 @@ def simplify_function(func, fname: str, log: RewriteLog, families: Optional[Sequ
     if not roots:
         log.functions.append(dict(info, rewritten=0))
         return func
-    egraph, stats = saturate([bt.root_term(r) for bt, r in roots], families, limits)
+    dtypes = {c.dtype for bt in blocks if bt is not None for c in bt.components}
+    narrowest = min(dtypes, key=lambda d: DTYPE_RANGE.get(d, DTYPE_RANGE["float32"])[0])
+    egraph, stats = saturate([bt.root_term(r) for bt, r in roots], families, limits,
+                             narrowest if narrowest in DTYPE_RANGE else "float32")
     extracted = extract(egraph, len(roots), leaves, 4)
     new_roots: Dict[int, Dict[int, tm.Term]] = {}
     for (bt, r), t in zip(roots, extracted):
