@@ -1,5 +1,5 @@
 """LP-Fusion's graph rewrites on Relax operators (before legalization)."""
 from .algebra import ALGEBRA_RULES
-from .base import RewriteRecord, Rule, apply_rule, rule_pass
+from .base import Match, RewriteRecord, Rule, apply_rule, rule_pass
 
-__all__ = ['ALGEBRA_RULES', 'RewriteRecord', 'Rule', 'apply_rule', 'rule_pass']
+__all__ = ['ALGEBRA_RULES', 'Match', 'RewriteRecord', 'Rule', 'apply_rule', 'rule_pass']

@@ -1,204 +1,206 @@
 """LP-Fusion's algebraic rules on Relax operators: commutativity, distributivity, constant folding
-into weights, and dead broadcasts. Each rule is an identity that holds for every input."""
-from typing import Callable, Dict
+into weights, dead broadcasts, the shared mask test and scalar fills.
 
+Each rule is an identity for every input, +-inf and NaN included, applied only where its stated
+preconditions are proven on the IR (static shapes, single use, finite scalars); ``HoistMaskTest`` is
+the one rule that also rests on an assumption about values (finite attention scores), which its
+docstring states. Left-hand sides are declared as ``tvm.relax.dpl`` patterns; what dpl cannot express
+(use counts, weight-only operands, the value of a constant) is checked on the match.
+"""
 import numpy as np
+import tvm_ffi
 from tvm import relax
+from tvm.relax.dpl import ConstantPattern, is_const, is_op, wildcard
 
-from ..graph import DataflowView, op_name, scalar_constant, shape_of
-from .base import RewriteRecord, Rule
+from ..graph import scalar_constant, shape_of
+from .base import Match, Rule
 
 # Operators that only move data: a scalar multiply commutes with them.
 _LAYOUT_OPS = ("relax.reshape", "relax.permute_dims", "relax.expand_dims", "relax.squeeze")
+# How many layout ops (or scalings) a pattern looks through between a matmul and its user.
+LAYOUT_DEPTH = 6
 
 
-def _is_matmul(view: DataflowView, expr) -> bool:
-    return op_name(view.value(expr)) == "relax.matmul"
+def _through_layout(inner, depth: int = LAYOUT_DEPTH, scalings: bool = False):
+    """``inner`` seen through up to ``depth`` layout ops (and, with ``scalings``, multiplies by a
+    constant): a dpl pattern, since dpl has no repetition operator."""
+    pattern = inner
+    for _ in range(depth):
+        step = is_op("relax.reshape")(pattern, wildcard())
+        for name in _LAYOUT_OPS[1:]:
+            step = step | is_op(name)(pattern)
+        if scalings:
+            step = step | is_op("relax.multiply")(pattern, is_const())
+        pattern = inner | step
+    return pattern
+
+
+def _matched(found, kind) -> list:
+    """The matched expressions whose pattern is a ``kind`` (e.g. ConstantPattern)."""
+    return [expr for pat, expr in found.items() if isinstance(pat, kind)]
+
+
+def _same_shape(a, b) -> bool:
+    """Both have a known shape and it is the same (read from the Relax types, symbolic dims included)."""
+    sa, sb = getattr(a.ty, "shape", None), getattr(b.ty, "shape", None)
+    return sa is not None and sb is not None and tvm_ffi.structural_equal(sa, sb)
 
 
 class MatmulFirstInAdd(Rule):
     """Commutativity: ``b + x@W`` -> ``x@W + b``, the canonical form bias-add patterns (and TVM's
-    CombineParallelMatmul) look for."""
+    CombineParallelMatmul) look for. Exact (IEEE addition commutes). Precondition: the sum has the
+    matmul's shape (a bias that broadcasts the matmul up is left alone)."""
 
     name = "commute-bias-add"
-    description = "add(bias, matmul) -> add(matmul, bias)"
+    root_op = "relax.add"
+    before, after = "bias + x@W", "x@W + bias"
+    _matmul = is_op("relax.matmul")(wildcard(), wildcard())
 
-    def plan(self, view, records):
-        plan = {}
-        for var, value in view.var2val.items():
-            if op_name(value) != "relax.add":
-                continue
-            lhs, rhs = value.args
-            if _is_matmul(view, rhs) and not _is_matmul(view, lhs) and shape_of(rhs) == shape_of(value):
-                plan[var] = lambda emit, a=lhs, b=rhs: relax.op.add(emit.get(b), emit.get(a))
-        if plan:
-            records.append(RewriteRecord(self.name, "bias + x@W", "x@W + bias", len(plan)))
-        return plan
+    def match(self, view, var, call):
+        lhs, rhs = call.args
+        if self._matmul.match(rhs, view.var2val) and not self._matmul.match(lhs, view.var2val) \
+                and shape_of(rhs) == shape_of(call):
+            return Match({var: lambda emit, a=lhs, b=rhs: relax.op.add(emit.get(b), emit.get(a))})
+        return None
 
 
 class FoldScaleIntoWeights(Rule):
     """Distributivity + constant folding: ``((x@W + b) -> reshape/permute...) * c`` becomes
     ``(x@(W*c) + b*c) -> reshape/permute...``; W*c and b*c depend only on weights, so they are
     computed once at compile time and the multiply disappears from the hot path (e.g. attention's
-    1/sqrt(d) scaling on Q and K)."""
+    1/sqrt(d) scaling on Q and K).
+
+    Preconditions: c is a *finite* scalar constant (c = inf turns a zero row of x into NaN); W and b
+    are weight-only and x is not; every intermediate (matmul, bias add, layout ops) has this multiply
+    as its only user; at most ``LAYOUT_DEPTH`` layout ops; b is a vector (or has a leading 1).
+    Holds for every x, +-inf and NaN included: multiplying by a finite c maps inf to inf and 0 to 0
+    on both sides (rounding and overflow of W*c aside).
+    """
 
     name = "fold-scale-into-weights"
-    description = "(x@W + b) * c -> x@(W*c) + b*c, through layout-only ops"
+    root_op = "relax.multiply"
+    _mm = is_op("relax.matmul")(wildcard(), wildcard())
+    _bias = wildcard()
+    _add = is_op("relax.add")(_mm, _bias)
+    _scale = is_const()
+    _pattern = is_op("relax.multiply")(_through_layout(_add | _mm), _scale)
 
-    def plan(self, view, records):
-        plan: Dict[relax.Var, Callable] = {}
-        for var, value in view.var2val.items():
-            if op_name(value) != "relax.multiply":
-                continue
-            a, b = value.args
-            c, t = (scalar_constant(b), a) if scalar_constant(b) is not None else (scalar_constant(a), b)
-            if c is None or not isinstance(t, relax.Var) or shape_of(t) != shape_of(value):
-                continue
-            affine = self._find_affine(view, t)
-            if affine is None or affine[0] in plan or affine[1] in plan:
-                continue
-            add_var, mm_var, x, w, bias = affine
-            dtype = value.ty.dtype
-            const = relax.const(c, dtype)
-            plan[mm_var] = lambda emit, x=x, w=w, k=const: relax.op.matmul(
-                emit.get(x), emit.emit(relax.op.multiply(emit.get(w), k)))
-            if add_var is not None:
-                plan[add_var] = lambda emit, mm=mm_var, b=bias, k=const: relax.op.add(
-                    emit.get(mm), emit.emit(relax.op.multiply(emit.get(b), k)))
-            plan[var] = lambda emit, t=t: emit.get(t)
-            records.append(RewriteRecord(self.name, f"(x@W + b) -> layout -> * {c:.6g}",
-                                         f"x@(W*{c:.6g}) + b*{c:.6g} -> layout",
-                                         detail={"scale": c, "at": var.name}))
-        return plan
-
-    @staticmethod
-    def _find_affine(view, t):
-        """Walk back through single-use layout ops to x@W (+ b) with W, b weight-only."""
-        cur = t
-        while True:
-            if not view.single_use(cur):
-                return None
-            value = view.var2val.get(cur)
-            name = op_name(value)
-            if name in _LAYOUT_OPS:
-                cur = value.args[0]
-                continue
-            break
-        add_var, bias = None, None
-        if name == "relax.add":
-            lhs, rhs = value.args
-            if _is_matmul(view, lhs) and view.is_weight_only(rhs):
-                mm, bias = lhs, rhs
-            elif _is_matmul(view, rhs) and view.is_weight_only(lhs):
-                mm, bias = rhs, lhs
-            else:
-                return None
-            add_var = cur
-            if not isinstance(mm, relax.Var) or not view.single_use(mm):
-                return None
-        elif name == "relax.matmul":
-            mm = cur
-        else:
+    def match(self, view, var, call):
+        found = self._pattern.extract_matched_expr(call, view.var2val)
+        if found is None:
             return None
-        mm_value = view.var2val[mm]
-        x, w = mm_value.args
+        c = scalar_constant(found[self._scale])
+        if c is None or not np.isfinite(c):
+            return None
+        t = next(a for a in call.args if not a.same_as(found[self._scale]))
+        if not isinstance(t, relax.Var) or shape_of(t) != shape_of(call):
+            return None
+        val2var = {value: v for v, value in view.var2val.items()}
+        # every call between the matmul and the multiply is used by the next one only
+        chain = [e for e in found.values() if isinstance(e, relax.Call) and not e.same_as(call)]
+        if not all(view.single_use(val2var.get(e)) for e in chain):
+            return None
+        mm_call = found[self._mm]
+        x, w = mm_call.args
         if not view.is_weight_only(w) or view.is_weight_only(x):
             return None
-        if bias is not None and len(shape_of(bias) or ()) > 1 and (shape_of(bias) or (0,))[0] != 1:
-            return None
-        return add_var, mm, x, w, bias
+        mm_var = val2var[mm_call]
+        add_var, bias = None, None
+        if self._add in found:
+            add_var, bias = val2var[found[self._add]], found[self._bias]
+            if not view.is_weight_only(bias):
+                return None
+            bias_shape = shape_of(bias)
+            if bias_shape is None or len(bias_shape) > 1 and bias_shape[0] != 1:
+                return None
+        const = relax.const(c, call.ty.dtype)
+        builds = {mm_var: lambda emit, x=x, w=w, k=const: relax.op.matmul(
+            emit.get(x), emit.emit(relax.op.multiply(emit.get(w), k)))}
+        if add_var is not None:
+            builds[add_var] = lambda emit, mm=mm_var, b=bias, k=const: relax.op.add(
+                emit.get(mm), emit.emit(relax.op.multiply(emit.get(b), k)))
+        builds[var] = lambda emit, t=t: emit.get(t)
+        return Match(builds, detail={"scale": c, "at": var.name},
+                     before=f"(x@W + b) -> layout -> * {c:.6g}", after=f"x@(W*{c:.6g}) + b*{c:.6g} -> layout")
 
 
 class DropNoopBroadcast(Rule):
-    """``broadcast_to(x, shape(x))`` is the identity."""
+    """``broadcast_to(x, shape(x))`` -> ``x``. Exact. Precondition: both shapes are known and equal."""
 
     name = "drop-noop-broadcast"
-    description = "broadcast_to(x, shape of x) -> x"
+    root_op = "relax.broadcast_to"
+    before, after = "broadcast_to(x, shape(x))", "x"
 
-    def plan(self, view, records):
-        plan = {}
-        for var, value in view.var2val.items():
-            if op_name(value) == "relax.broadcast_to":
-                x = value.args[0]
-                if shape_of(x) is not None and shape_of(x) == shape_of(value):
-                    plan[var] = lambda emit, x=x: emit.get(x)
-        if plan:
-            records.append(RewriteRecord(self.name, "broadcast_to(x, shape(x))", "x", len(plan)))
-        return plan
+    def match(self, view, var, call):
+        x = call.args[0]
+        if shape_of(x) is not None and shape_of(x) == shape_of(call) and x.ty.dtype == call.ty.dtype:
+            return Match({var: lambda emit, x=x: emit.get(x)})
+        return None
 
 
 class HoistMaskTest(Rule):
-    """``(S + M) == -inf`` -> ``M == -inf`` when S comes from a matmul (finite scores): the
-    "row is fully masked" test of safe softmax then depends on the mask alone, so common
-    sub-expression elimination computes it once for all layers instead of once per layer.
-    (Assumes finite attention scores, as ONNX Runtime's attention fusion does.)"""
+    """``(S + M) == -inf`` -> ``M == -inf`` when S is a matmul's output (through layout ops and
+    finite scalings): the "row is fully masked" test of safe softmax then depends on the mask alone,
+    so common sub-expression elimination computes it once for all layers instead of once per layer.
+
+    Precondition on values (an assumption, not proven on the IR, as in ONNX Runtime's attention
+    fusion): the scores S are finite. For S = NaN or +-inf the two sides differ. Precondition on
+    shapes (proven): the result keeps the shape of ``S + M``; where M is smaller (a [1, 1, 1, L]
+    mask against [1, H, L, L] scores), the test on M is broadcast back with an explicit
+    ``broadcast_to``, so no consumer sees a different shape. At most ``LAYOUT_DEPTH`` ops between
+    the matmul and the add.
+    """
 
     name = "hoist-mask-test"
-    description = "(scores + mask) == -inf -> mask == -inf"
+    root_op = "relax.equal"
+    before, after = "(scores + mask) == -inf", "mask == -inf (shared by all layers)"
+    _scores = _through_layout(is_op("relax.matmul")(wildcard(), wildcard()), scalings=True)
+    _mask = wildcard()
+    _neg_inf = is_const()
+    _pattern = is_op("relax.equal")(is_op("relax.add")(_scores, _mask), _neg_inf)
 
-    def plan(self, view, records):
-        plan = {}
-        for var, value in view.var2val.items():
-            if op_name(value) != "relax.equal":
-                continue
-            lhs, rhs = value.args
-            c = scalar_constant(rhs)
-            if c is None or not np.isneginf(c):
-                continue
-            summed = view.value(lhs)
-            if op_name(summed) != "relax.add":
-                continue
-            s, m = summed.args
-            if not self._from_matmul(view, s):
-                s, m = m, s
-                if not self._from_matmul(view, s):
-                    continue
-            plan[var] = lambda emit, m=m, r=rhs: relax.op.equal(emit.get(m), r)
-        if plan:
-            records.append(RewriteRecord(self.name, "(scores + mask) == -inf", "mask == -inf (shared by all layers)",
-                                         len(plan)))
-        return plan
-
-    @staticmethod
-    def _from_matmul(view, expr):
-        """A matmul's output seen through layout ops and finite scalar scalings."""
-        value = view.value(expr)
-        while True:
-            name = op_name(value)
-            if name in _LAYOUT_OPS:
-                value = view.value(value.args[0])
-            elif name == "relax.multiply" and any(
-                    scalar_constant(a) is not None and np.isfinite(scalar_constant(a)) for a in value.args):
-                value = view.value(next(a for a in value.args if scalar_constant(a) is None))
-            else:
-                return name == "relax.matmul"
+    def match(self, view, var, call):
+        found = self._pattern.extract_matched_expr(call, view.var2val)
+        if found is None:
+            return None
+        c = scalar_constant(found[self._neg_inf])
+        if c is None or not np.isneginf(c):
+            return None
+        scalings = [scalar_constant(e) for e in _matched(found, ConstantPattern)
+                    if not e.same_as(found[self._neg_inf])]
+        if not all(s is not None and np.isfinite(s) for s in scalings):
+            return None
+        out_shape = getattr(call.ty, "shape", None)
+        if out_shape is None or not isinstance(out_shape, relax.ShapeExpr):
+            return None  # the shape to keep is not known
+        m, r = found[self._mask], found[self._neg_inf]
+        if _same_shape(m, call):
+            return Match({var: lambda emit, m=m, r=r: relax.op.equal(emit.get(m), r)})
+        return Match({var: lambda emit, m=m, r=r, shape=out_shape: relax.op.broadcast_to(
+            emit.emit(relax.op.equal(emit.get(m), r)), shape)})
 
 
 class WhereZeroLikeToScalar(Rule):
-    """``where(c, full_like(y, v), y)`` -> ``where(c, v, y)``: a broadcast scalar instead of a
-    materialized tensor of v."""
+    """``where(c, full_like(y, v), z)`` -> ``where(c, v, z)``: a broadcast scalar instead of a
+    materialized tensor of v. Exact for every v (+-inf and NaN included). Preconditions: v is a
+    scalar constant, and z has the shape of the result (so dropping full_like's shape changes none)."""
 
     name = "full-like-to-scalar"
-    description = "where(c, full_like(y, v), y) -> where(c, v, y)"
+    root_op = "relax.where"
+    before, after = "where(c, full_like(y, v), y)", "where(c, v, y)"
+    _fill = is_const()
+    _pattern = is_op("relax.where")(wildcard(), is_op("relax.full_like")(wildcard(), _fill), wildcard())
 
-    def plan(self, view, records):
-        plan = {}
-        for var, value in view.var2val.items():
-            if op_name(value) != "relax.where":
-                continue
-            cond, a, b = value.args
-            a_val = view.value(a)
-            if op_name(a_val) != "relax.full_like" or shape_of(b) != shape_of(value):
-                continue
-            fill = a_val.args[1]
-            fill_value = scalar_constant(fill)
-            if fill_value is None:
-                continue
-            const = relax.const(fill_value, value.ty.dtype)
-            plan[var] = lambda emit, cond=cond, k=const, b=b: relax.op.where(emit.get(cond), k, emit.get(b))
-        if plan:
-            records.append(RewriteRecord(self.name, "where(c, full_like(y, v), y)", "where(c, v, y)", len(plan)))
-        return plan
+    def match(self, view, var, call):
+        found = self._pattern.extract_matched_expr(call, view.var2val)
+        if found is None:
+            return None
+        cond, _, z = call.args
+        fill_value = scalar_constant(found[self._fill])
+        if fill_value is None or shape_of(z) != shape_of(call) or shape_of(call) is None:
+            return None
+        const = relax.const(fill_value, call.ty.dtype)
+        return Match({var: lambda emit, cond=cond, k=const, z=z: relax.op.where(emit.get(cond), k, emit.get(z))})
 
 
 ALGEBRA_RULES = (MatmulFirstInAdd, FoldScaleIntoWeights, DropNoopBroadcast, HoistMaskTest, WhereZeroLikeToScalar)

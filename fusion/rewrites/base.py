@@ -2,15 +2,17 @@
 
 A rule's ``plan(view)`` returns {var: build} where ``build(emit)`` returns the new value of that
 binding (an expression to bind) or an existing var (the binding becomes an alias and disappears).
-Every applied rule leaves a RewriteRecord, so the fusion report can show before and after.
+Every applied rule leaves a RewriteRecord (kept by ``Rule.plan``), so the fusion report can show
+before and after. ``apply_rule`` plans on the original function and applies the plan in one mutation,
+so a decision never depends on half-rewritten IR.
 """
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import tvm
 from tvm import relax
 
-from ..graph import DataflowView
+from ..graph import DataflowView, op_name
 
 
 @dataclass
@@ -56,13 +58,52 @@ class _PlanApplier(relax.PyExprMutator):
 
 
 class Rule:
-    """One algebraic identity, applied wherever it holds."""
+    """One rewrite on Relax operators, applied wherever its preconditions hold.
+
+    A rule names the operator at the root of its left-hand side (``root_op``) and implements
+    ``match(view, var, call)``: the partial plan {var: build} for one occurrence, or None when the
+    occurrence does not match or a precondition (value range, shape, single use) is not proven. The
+    base class owns the walk over the function's bindings, drops matches that overlap an earlier one,
+    and keeps the records: one ``RewriteRecord`` with the count of occurrences, or one per occurrence
+    when ``match`` returns a ``Match`` with its own ``detail``.
+    """
 
     name = "rule"
-    description = ""
+    root_op = ""
+    before = ""  # the left-hand side, as the records show it
+    after = ""   # the right-hand side
+
+    def match(self, view: DataflowView, var: relax.Var, call: relax.Call) -> Optional["Match"]:
+        raise NotImplementedError
 
     def plan(self, view: DataflowView, records: List[RewriteRecord]) -> Dict[relax.Var, Callable]:
-        raise NotImplementedError
+        plan: Dict[relax.Var, Callable] = {}
+        count = 0
+        for var, value in view.var2val.items():
+            if op_name(value) != self.root_op:
+                continue
+            found = self.match(view, var, value)
+            if found is None or any(v in plan for v in found.builds):
+                continue
+            plan.update(found.builds)
+            if found.detail is None:
+                count += 1
+            else:
+                records.append(RewriteRecord(self.name, found.before or self.before, found.after or self.after,
+                                             detail=found.detail))
+        if count:
+            records.append(RewriteRecord(self.name, self.before, self.after, count))
+        return plan
+
+
+@dataclass
+class Match:
+    """One occurrence of a rule: the new values of the bindings it replaces, and optionally a record
+    of its own (``detail`` set: e.g. the scale folded, with its own before/after text)."""
+    builds: Dict[relax.Var, Callable]
+    detail: Optional[dict] = None
+    before: str = ""
+    after: str = ""
 
 
 def apply_rule(mod: tvm.IRModule, rule: Rule, records: List[RewriteRecord]) -> tvm.IRModule:
@@ -90,11 +131,3 @@ def rule_pass(rule: Rule, records: List[RewriteRecord]):
 
     return _pass
 
-
-def text(expr, limit: int = 160) -> str:
-    """A short one-line rendering of an expression for reports."""
-    try:
-        s = " ".join(expr.script().split()) if hasattr(expr, "script") else str(expr)
-    except Exception:  # noqa: BLE001 - printing is best-effort
-        s = str(expr)
-    return s if len(s) <= limit else s[: limit - 3] + "..."
