@@ -4,8 +4,14 @@
 "init" measures; ``runner(inputs)`` returns a zero-argument callable for the timing loop;
 ``output(inputs)`` is what gets checked against PyTorch.
 """
+import hashlib
+import json
 import os
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Dict, Optional
 
 import numpy as np
@@ -15,6 +21,53 @@ from ..errors import CanaoError
 
 class EngineUnavailable(Exception):
     """The engine cannot run this model here (missing package, no torch source): skipped, with why."""
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("CANAO_CACHE", Path.home() / ".cache" / "canao"))
+
+
+def _version(dist: str, path=None) -> str:
+    from importlib import metadata
+
+    try:
+        if path is None:
+            return metadata.version(dist)
+        found = next(iter(metadata.distributions(name=dist, path=[str(path)])), None)
+        return found.version if found is not None else "none"
+    except metadata.PackageNotFoundError:
+        return "none"
+
+
+def weights_digest(imported) -> str:
+    """A digest of the model's weights (what a cached conversion must match), computed once per model."""
+    cached = getattr(imported, "_canao_weights_digest", None)
+    if cached:
+        return cached
+    h = hashlib.blake2b(digest_size=16)
+    for p in imported.params:
+        a = np.ascontiguousarray(np.asarray(p))
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(a.data)
+    digest = h.hexdigest()
+    try:
+        object.__setattr__(imported, "_canao_weights_digest", digest)
+    except (AttributeError, TypeError):
+        pass
+    return digest
+
+
+def artifact_dir(imported, kind: str, versions: Dict[str, str]) -> Path:
+    """Cache folder of one conversion of ``imported`` (ONNX export, .tflite), keyed by model name, input
+    shapes, weights and the converters' versions: a second `canao benchmark` skips the conversion."""
+    key = json.dumps({"kind": kind, "model": imported.name,
+                      "inputs": [[s.name, list(s.shape), s.dtype] for s in imported.inputs],
+                      "weights": weights_digest(imported), "versions": versions}, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+    folder = cache_root() / "conversions" / f"{kind}-{digest}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "key.json").write_text(key)
+    return folder
 
 
 @dataclass
@@ -91,22 +144,41 @@ class TorchEngine(Engine):
         return out.detach().numpy() if hasattr(out, "detach") else np.asarray(out)
 
 
-def export_onnx(imported, path: str) -> str:
-    """The same model and weights as ONNX (dynamo exporter, opset 18), or the user's own ONNX file."""
+def export_onnx(imported, path: Optional[str] = None) -> str:
+    """The same model and weights as ONNX (dynamo exporter, opset 18), or the user's own ONNX file.
+
+    The export is cached (``artifact_dir``, keyed by model, shapes, weights and exporter versions)
+    and the cached file's path is returned; ``path`` is accepted for old callers and not used.
+    """
     if imported.source.get("kind") == "onnx":
         return imported.source["path"]
     if imported.torch_module is None:
         raise EngineUnavailable("no PyTorch module to export to ONNX")
+    folder = artifact_dir(imported, "onnx", {d: _version(d) for d in ("torch", "onnx", "onnxscript", "onnxruntime")})
+    cached = folder / "model.onnx"
+    if cached.exists():
+        return str(cached)
     import contextlib
     import io
 
     import torch
 
-    example = tuple(torch.from_numpy(imported.example_inputs()[s.name]) for s in imported.inputs)
-    with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
-        torch.onnx.export(imported.torch_module, example, path, dynamo=True, opset_version=18,
-                          input_names=[s.name for s in imported.inputs], output_names=["output"])
-    return path
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=folder))
+    try:
+        example = tuple(torch.from_numpy(imported.example_inputs()[s.name]) for s in imported.inputs)
+        with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+            torch.onnx.export(imported.torch_module, example, str(staging / "model.onnx"), dynamo=True,
+                              opset_version=18, input_names=[s.name for s in imported.inputs],
+                              output_names=["output"])
+        for f in staging.iterdir():  # model.onnx.data first: model.onnx appearing means complete
+            if f.name != "model.onnx":
+                os.replace(f, folder / f.name)
+        os.replace(staging / "model.onnx", cached)
+    finally:
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+    return str(cached)
 
 
 class OrtEngine(Engine):
@@ -121,13 +193,13 @@ class OrtEngine(Engine):
             import onnxruntime as ort
         except ImportError as exc:
             raise EngineUnavailable("onnxruntime is not installed") from exc
-        path = os.path.join(workdir, "model.onnx")
-        if not os.path.exists(path):
-            path = export_onnx(imported, path)
+        path = export_onnx(imported)
+        derived = Path(path).parent if imported.source.get("kind") != "onnx" else Path(workdir)
         if self.bert_optimizer:
-            path = self._optimize(imported, path, os.path.join(workdir, "model.bert-opt.onnx"))
+            dst = derived / "model.bert-opt.onnx"
+            path = str(dst) if dst.exists() else self._optimize(imported, path, str(dst))
         if self.quantize:
-            path = _ort_dynamic_int8(path, os.path.join(workdir, "model.int8.onnx"))
+            path = _ort_dynamic_int8(path, str(derived / f"{Path(path).stem}.int8.onnx"))
         self.size_mb = _onnx_size_mb(path)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
@@ -151,9 +223,11 @@ class OrtEngine(Engine):
         cfg = getattr(cfg, "config", None)
         heads = getattr(cfg, "num_attention_heads", 0) or 0
         hidden = getattr(cfg, "hidden_size", 0) or 0
+        tmp = str(Path(dst).with_name(f".{os.getpid()}.{Path(dst).name}"))
         with contextlib.redirect_stdout(io.StringIO()):
             opt = optimize_model(src, model_type="bert", num_heads=heads, hidden_size=hidden)
-            opt.save_model_to_file(dst)
+            opt.save_model_to_file(tmp)
+        os.replace(tmp, dst)
         return dst
 
     def runner(self, inputs):
@@ -169,7 +243,9 @@ def _ort_dynamic_int8(src: str, dst: str) -> str:
     if not os.path.exists(dst):
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+        tmp = str(Path(dst).with_name(f".{os.getpid()}.{Path(dst).name}"))
+        quantize_dynamic(src, tmp, weight_type=QuantType.QInt8)
+        os.replace(tmp, dst)
     return dst
 
 
@@ -186,10 +262,83 @@ def _onnx_node_count(path: str) -> int:
     return len(onnx.load(path, load_external_data=False).graph.node)
 
 
+LITERT_TORCH = "litert-torch==0.10.0"
+
+
+def litert_converter_home() -> Path:
+    """Where scripts/install.sh put the LiteRT converter (litert-torch and what it needs beyond the main
+    environment): its pins (litert-converter -> xdsl -> typing-extensions < 4.13) cannot live beside
+    apache-tvm-ffi, so it runs in a subprocess with this folder first on PYTHONPATH."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "canao" / "litert-converter"
+    return Path(os.environ.get("CANAO_LITERT_HOME", default))
+
+
+def convert_tflite(imported, quantize: Optional[str] = None) -> str:
+    """imported.torch_module -> .tflite with litert-torch, in the converter's own environment (a
+    subprocess), cached by model, shapes, weights and converter versions. Returns the file's path."""
+    home = litert_converter_home()
+    if not (home / "litert_torch").is_dir():
+        raise EngineUnavailable(f"the LiteRT converter is not installed in {home}: run scripts/install.sh "
+                                "(or set CANAO_LITERT_HOME to a folder made by it)")
+    versions = {"torch": _version("torch"), "litert-torch": _version("litert-torch", home),
+                "litert-converter": _version("litert-converter", home), "quantize": quantize or "fp32"}
+    folder = artifact_dir(imported, "tflite", versions)
+    path = folder / f"model{'.' + quantize if quantize else ''}.tflite"
+    if path.exists():
+        return str(path)
+    import cloudpickle
+    import torch
+
+    with tempfile.TemporaryDirectory(prefix="canao-litert-") as tmp:
+        job, out, status = Path(tmp) / "job.pkl", Path(tmp) / "model.tflite", Path(tmp) / "status.txt"
+        example = tuple(torch.from_numpy(imported.example_inputs()[s.name]) for s in imported.inputs)
+        with open(job, "wb") as f:
+            cloudpickle.dump({"module": imported.torch_module.eval(), "example": example, "quantize": quantize,
+                              "out": str(out), "status": str(status)}, f)
+        import canao
+
+        package_parent = str(Path(canao.__file__).resolve().parent.parent)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [str(home), package_parent] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # the converter's own chatter goes where fd 2 goes: the log file, or the terminal with -v
+        proc = subprocess.run([sys.executable, "-m", "canao.bench.engines", "convert-tflite", str(job)], env=env,
+                              stdout=2, stderr=2, stdin=subprocess.DEVNULL)
+        if proc.returncode != 0 or not out.exists():
+            why = status.read_text().strip() if status.exists() else f"exit code {proc.returncode}"
+            raise CanaoError(f"LiteRT conversion failed: {why[:300]}",
+                             "see the log file; rerun with -v to see the converter's output")
+        os.replace(out, path)
+    return str(path)
+
+
+def _convert_tflite_job(job_path: str) -> int:
+    """Child side of convert_tflite: runs with litert-torch's environment first on sys.path."""
+    import cloudpickle
+
+    with open(job_path, "rb") as f:
+        job = cloudpickle.load(f)
+    try:
+        import litert_torch
+
+        kwargs = {}
+        if job["quantize"]:
+            from litert_torch.generative.quantize.quant_recipes import full_dynamic_recipe
+
+            kwargs["quant_config"] = full_dynamic_recipe()
+        litert_torch.convert(job["module"], job["example"], **kwargs).export(job["out"])
+    except Exception as exc:  # noqa: BLE001 - reported to the parent in one line
+        Path(job["status"]).write_text(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        raise
+    return 0
+
+
 class LiteRTEngine(Engine):
     """LiteRT (TFLite) with its default XNNPACK delegate, converted by litert-torch from the same module;
     ``quantize="int8"`` uses the converter's dynamic-range recipe (int8 weights per channel, activations
-    quantized on the fly)."""
+    quantized on the fly). The runtime (ai-edge-litert) lives in the main environment, the converter in
+    its own (``convert_tflite``)."""
 
     def __init__(self, name, description, quantize: Optional[str] = None):
         super().__init__(name, description)
@@ -199,26 +348,11 @@ class LiteRTEngine(Engine):
         if imported.torch_module is None:
             raise EngineUnavailable("litert-torch converts PyTorch modules; this model came from ONNX")
         try:
-            import litert_torch
             from ai_edge_litert.interpreter import Interpreter
         except ImportError as exc:
-            raise EngineUnavailable("LiteRT is not installed: pip install ai-edge-litert==2.3.0 litert-torch==0.10.0 "
+            raise EngineUnavailable("the LiteRT runtime is not installed: pip install ai-edge-litert==2.3.0 "
                                     "(scripts/install.sh does it)") from exc
-        import contextlib
-        import io
-
-        import torch
-
-        path = os.path.join(workdir, f"model{'.' + self.quantize if self.quantize else ''}.tflite")
-        if not os.path.exists(path):
-            example = tuple(torch.from_numpy(imported.example_inputs()[s.name]) for s in imported.inputs)
-            kwargs = {}
-            if self.quantize:
-                from litert_torch.generative.quantize.quant_recipes import full_dynamic_recipe
-
-                kwargs["quant_config"] = full_dynamic_recipe()
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                litert_torch.convert(imported.torch_module.eval(), example, **kwargs).export(path)
+        path = convert_tflite(imported, self.quantize)
         self.size_mb = os.path.getsize(path) / 1e6
         self.interpreter = Interpreter(model_path=path, num_threads=threads)
         self.interpreter.allocate_tensors()
@@ -252,30 +386,61 @@ def quantized_engines(mode: str = "int8"):
     ]
 
 
+def engine_catalog(tuned_db: Optional[str] = None):
+    """Every host engine `canao benchmark --engines` can name, in table order: {name: factory}."""
+    catalog = {
+        "canao": lambda: TVMEngine("canao", "this toolkit (LP-Fusion + default schedules)", "canao"),
+        "canao-stock-fusion": lambda: TVMEngine(
+            "canao-stock-fusion", "this toolkit's default schedules on TVM's FuseOps+FuseTIR (no LP-Fusion)", "canao",
+            options={"fusion": False}),
+        "tvm-stock": lambda: TVMEngine("tvm-stock", "TVM Relax default pipeline, untuned", "stock"),
+        "pytorch": lambda: TorchEngine("pytorch", "PyTorch eager (inference_mode)"),
+        "onnxruntime": lambda: OrtEngine("onnxruntime", "ONNX Runtime CPU, default graph optimizations"),
+        "onnxruntime-bert": lambda: OrtEngine("onnxruntime-bert", "ONNX Runtime + transformers BERT optimizer",
+                                              bert_optimizer=True),
+        "litert-xnnpack": lambda: LiteRTEngine("litert-xnnpack", "LiteRT/TFLite fp32 with XNNPACK"),
+    }
+    if tuned_db:
+        catalog = {"canao": catalog.pop("canao"),
+                   "canao-tuned": lambda: TVMEngine("canao-tuned", f"this toolkit + tuning database {tuned_db}",
+                                                    "canao", options={"tuning_db": tuned_db}),
+                   **catalog}
+    return catalog
+
+
+# The default line-up: every engine but canao-stock-fusion (ask for it to see what LP-Fusion gains).
+DEFAULT_ENGINES = ("canao", "canao-tuned", "tvm-stock", "pytorch", "onnxruntime", "onnxruntime-bert", "litert-xnnpack")
+QUANTIZED_ENGINES = ("canao-{mode}", "litert-int8", "onnxruntime-int8")
+
+
+def engine_names_help() -> str:
+    """For --help: the names --engines takes."""
+    return (", ".join(n if n != "canao-tuned" else "canao-tuned (with --tuned DB)" for n in engine_catalog("DB"))
+            + "; with --quantize MODE also "
+            + ", ".join(n.replace("{mode}", "MODE") for n in QUANTIZED_ENGINES))
+
+
 def default_engines(tuned_db: Optional[str] = None, include=None, quantize: Optional[str] = None,
                     quant_atol: float = 0.3):
-    """The side-by-side line-up, in table order (plus the quantized rows when ``quantize`` is set)."""
-    engines = [
-        TVMEngine("canao", "this toolkit (LP-Fusion + default schedules)", "canao"),
-        TVMEngine("tvm-stock", "TVM Relax default pipeline, untuned", "stock"),
-        TorchEngine("pytorch", "PyTorch eager (inference_mode)"),
-        OrtEngine("onnxruntime", "ONNX Runtime CPU, default graph optimizations"),
-        OrtEngine("onnxruntime-bert", "ONNX Runtime + transformers BERT optimizer", bert_optimizer=True),
-        LiteRTEngine("litert-xnnpack", "LiteRT/TFLite fp32 with XNNPACK"),
-    ]
+    """The side-by-side line-up, in table order (plus the quantized rows when ``quantize`` is set).
+
+    ``include`` (names, from --engines) picks any engine of the catalog, including ones not in the
+    default line-up such as ``canao-stock-fusion``; an unknown name is a one-line error.
+    """
+    catalog = engine_catalog(tuned_db)
+    engines = [make() for name, make in catalog.items() if include or name in DEFAULT_ENGINES]
     if quantize:
         quantized = quantized_engines(quantize)
         for engine in quantized:  # differ from fp32 by design: their own tolerance, fp32 rows stay strict
             engine.atol = quant_atol
         engines += quantized
-    if tuned_db:
-        engines.insert(1, TVMEngine("canao-tuned", f"this toolkit + tuning database {tuned_db}", "canao",
-                                    options={"tuning_db": tuned_db}))
     if include:
-        unknown = set(include) - {e.name for e in engines}
-        if unknown:
-            raise CanaoError(f"unknown engine(s) {', '.join(sorted(unknown))}",
-                             f"choose from {', '.join(e.name for e in engines)}")
+        include = [n.strip() for n in include if n.strip()]
+        unknown = [n for n in include if n not in {e.name for e in engines}]
+        if unknown or not include:
+            hint = "" if quantize else " (int8/w4 rows need --quantize)"
+            raise CanaoError(f"unknown engine(s) {', '.join(unknown) or '(none given)'} for --engines",
+                             f"choose from {', '.join(e.name for e in engines)}{hint}")
         engines = [e for e in engines if e.name in include]
     return engines
 
@@ -350,3 +515,9 @@ def device_engines(target: str, connect_kwargs: dict):
     return [DeviceEngine("canao", f"this toolkit on the device ({target})", "canao", target, device,
                          options={"yellow": "default"}),
             DeviceEngine("tvm-stock", f"TVM default pipeline on the device ({target})", "stock", target, device)]
+
+
+if __name__ == "__main__":  # python -m canao.bench.engines convert-tflite JOB (see convert_tflite)
+    if len(sys.argv) == 3 and sys.argv[1] == "convert-tflite":
+        sys.exit(_convert_tflite_job(sys.argv[2]))
+    sys.exit("usage: python -m canao.bench.engines convert-tflite JOB.pkl")
