@@ -3,14 +3,14 @@ import os
 import platform
 import tempfile
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
 from .. import analysis
 from ..errors import CanaoError
 from .engines import Engine, EngineUnavailable
-from .peak import measure_gemm_gflops
+from . import peak as peaks
 from .timing import interleaved, time_once
 
 
@@ -38,12 +38,23 @@ def within_tolerance(err: float, ref: np.ndarray, atol: float) -> bool:
 
 
 def run(imported, engines: List[Engine], threads: int, runs: int, warmup: int, max_seconds: float,
-        atol: float = 1e-3, progress: bool = True) -> dict:
+        atol: float = 1e-3, progress: bool = True, time_s: Optional[Dict[str, float]] = None) -> dict:
+    """Prepare, check and time ``engines``; ``time_s`` (phase -> seconds, e.g. the caller's model import)
+    is extended with where this run's time went and stored in meta["time_s"]."""
     from tqdm import tqdm
 
+    time_s = dict(time_s or {})
+    clock = time.perf_counter()
     inputs, input_desc = real_inputs(imported, imported.inputs[0].shape[0])
     reference = imported.reference(inputs)
-    peak = measure_gemm_gflops(threads)
+    time_s["reference"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    on_device = any(getattr(e, "timed_on_device", False) for e in engines)
+    # the host's roofline says nothing about a device's engines
+    measured = peaks.measure(threads) if not on_device else {"fma": None, "fma_error": "timed on a device",
+                                                               "gemm_gflops": None}
+    peak = peaks.peak_gflops(measured)
+    time_s["peak"] = time.perf_counter() - clock
     flops = analysis.matmul_flops(imported.mod)
     rows, runners = [], {}
     workdir = tempfile.mkdtemp(prefix="canao-bench-")
@@ -54,15 +65,19 @@ def run(imported, engines: List[Engine], threads: int, runs: int, warmup: int, m
         rows.append(row)
         rss0 = _rss_mb()
         start = time.perf_counter()
+        engine_clock = start
         try:
             engine.prepare(imported, threads, workdir)
         except EngineUnavailable as exc:
             row.update(status="skipped", reason=str(exc))
+            time_s[f"prepare {engine.name}"] = time.perf_counter() - engine_clock
             continue
         except CanaoError as exc:
             row.update(status="failed", reason=exc.one_line())
+            time_s[f"prepare {engine.name}"] = time.perf_counter() - engine_clock
             continue
         row["init_s"] = time.perf_counter() - start
+        check_start = time.perf_counter()
         runner = engine.runner(inputs)
         row["first_run_ms"] = time_once(runner)
         out = np.asarray(engine.output(inputs), dtype=np.float32).reshape(reference.shape)
@@ -70,23 +85,28 @@ def run(imported, engines: List[Engine], threads: int, runs: int, warmup: int, m
         row["max_abs_err"] = err
         row["max_rel_err"] = err / max(1e-12, float(np.abs(reference).max()))
         row["rss_delta_mb"] = _rss_mb() - rss0
+        row["check_s"] = time.perf_counter() - check_start
         for attr in ("kernels", "node_count"):
             value = getattr(getattr(engine, "compiled", engine), attr, None)
             if value is not None:
                 row[attr] = value
+        time_s[f"prepare {engine.name}"] = time.perf_counter() - engine_clock
         if not within_tolerance(err, reference, getattr(engine, "atol", None) or atol):
             row.update(status="failed", reason=f"output differs from PyTorch: max abs err {err:.3g} > tolerance")
             continue
         row["status"] = "ok"
         runners[engine.name] = engine.runner(inputs)
+    bar.close()
+    clock = time.perf_counter()
     rounds = tqdm(total=runs, desc="timing rounds", disable=not progress, leave=False)
     timings = interleaved(runners, runs, warmup, max_seconds, progress=lambda r: rounds.update(1))
     rounds.close()
+    time_s["timing"] = time.perf_counter() - clock
     for row in rows:
         if row["name"] in timings:
             row.update(timings[row["name"]].stats())
             row["gflops"] = flops / (row["p50_ms"] * 1e6) if flops else None
-            row["pct_peak"] = 100 * row["gflops"] / peak if flops else None
+            row["pct_peak"] = 100 * row["gflops"] / peak if flops and peak else None
     base = next((r for r in rows if r["name"] == "canao" and r.get("p50_ms")), None)
     for row in rows:
         if base and row.get("p50_ms"):
@@ -97,7 +117,9 @@ def run(imported, engines: List[Engine], threads: int, runs: int, warmup: int, m
         "meta": {"model": imported.name, "seq_len": int(imported.inputs[0].shape[-1]),
                  "batch": int(imported.inputs[0].shape[0]), "threads": threads, "runs": runs,
                  "warmup": warmup, "machine": f"{platform.machine()} {_cpu_name()}, {os.cpu_count()} cores",
-                 "peak_gflops": peak, "model_gflop": flops / 1e9, "input": input_desc,
+                 "peak_gflops": peak, "peak_method": (measured["fma"] or {}).get("method") or measured["fma_error"],
+                 "gemm_gflops": measured["gemm_gflops"], "model_gflop": flops / 1e9, "input": input_desc,
+                 "time_s": time_s,
                  "tolerance_atol": atol, "time": time.strftime("%Y-%m-%dT%H:%M:%S")},
         "engines": rows,
     }

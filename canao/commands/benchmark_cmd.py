@@ -3,20 +3,26 @@ import os
 
 
 def register(sub) -> None:
+    from ..bench.engines import engine_names_help
     from .common import add_model_args
 
     p = sub.add_parser("benchmark", help="time every engine side by side on the same model and input",
                        description="Build MODEL with this toolkit and TVM's stock pipeline, convert it for PyTorch, "
                        "ONNX Runtime (plain and BERT-optimized) and LiteRT/XNNPACK, check every output against "
                        "PyTorch on a real sentence, then time all engines interleaved in rounds. Writes "
-                       "benchmark.json/.md/.png to --out.")
+                       "benchmark.json/.md/.png and canao.log (other libraries' output; -v shows it instead) to "
+                       "--out, and prints the table and where the time went. '%% peak' is against the FMA "
+                       "roofline measured in the same run.")
     add_model_args(p)
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for every engine (default: all cores)")
     p.add_argument("--runs", type=int, default=20, help="timed rounds (each engine runs once per round; default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs per engine before the rounds (default 3)")
     p.add_argument("--max-seconds", type=float, default=30.0,
                    help="an engine leaves the rounds after this much timed work (>= 3 runs kept; default 30)")
-    p.add_argument("--engines", help="comma-separated subset, e.g. canao,pytorch,litert-xnnpack")
+    p.add_argument("--engines", metavar="LIST",
+                   help="comma-separated engines to run, in table order (default: all but canao-stock-fusion). "
+                   f"Names: {engine_names_help()}. canao-stock-fusion = canao's default schedules on TVM's "
+                   "FuseOps+FuseTIR instead of LP-Fusion, e.g. --engines canao,canao-stock-fusion")
     p.add_argument("--tuned", metavar="DB", help="add a 'canao-tuned' engine built with this tuning database")
     p.add_argument("--rpc", metavar="HOST:PORT", help="time on a device over TVM RPC (see `canao device`)")
     p.add_argument("--tracker", metavar="HOST:PORT", help="get a device from a TVM tracker (with --key)")
@@ -35,15 +41,20 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    import shutil
+    import sys
+    import time
     from pathlib import Path
 
     from rich.console import Console
 
+    from .. import logs
     from ..bench import report, suite
     from ..bench.engines import default_engines
     from ..errors import CanaoError
     from .common import load, set_threads
 
+    started = time.perf_counter()
     if args.runs < 1 or args.threads < 1:
         raise CanaoError("--runs and --threads must be at least 1", "pass positive integers")
     set_threads(args.threads)
@@ -55,18 +66,25 @@ def run(args) -> int:
     else:
         engines = default_engines(tuned_db=args.tuned, include=args.engines.split(",") if args.engines else None,
                                   quantize=args.quantize, quant_atol=args.quant_atol)
-    with console.status(f"importing {args.model}"):
-        imported = load(args)
-    result = suite.run(imported, engines, args.threads, args.runs, args.warmup, args.max_seconds, atol=args.atol)
-    if args.quantize:
-        add_quantization_columns(result, imported, engines)
     name = Path(args.model).stem if os.path.sep in args.model else args.model
     out = args.out or os.path.join("canao-results", f"benchmark-{name}-seq{args.seq_len}")
-    files = report.write_all(result, out, args.json)
-    console.print(report.markdown(result))
+    clock = time.perf_counter()
+    with console.status(f"importing {args.model}"):
+        imported = load(args)
+    time_s = {"import": time.perf_counter() - clock}
+    log = logs.move_into(out)  # from here on, other libraries' output lands next to the report
+    result = suite.run(imported, engines, args.threads, args.runs, args.warmup, args.max_seconds, atol=args.atol,
+                       time_s=time_s)
     if args.quantize:
-        console.print(quantization_table(result))
-    console.print("wrote " + ", ".join(str(f) for f in files))
+        add_quantization_columns(result, imported, engines)
+    result["meta"]["time_s"]["total"] = time.perf_counter() - started
+    files = report.write_all(result, out, args.json)
+    # a pipe or CI log gets every column, unwrapped; a terminal the columns that fit its width
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+    print(report.markdown(result, width=width), end="")
+    if args.quantize:
+        print(quantization_table(result), end="")
+    print("wrote " + ", ".join(str(f) for f in files) + (f"; other libraries' output: {log}" if log else ""))
     failed = [e["name"] for e in result["engines"] if e["status"] == "failed"]
     if failed:
         console.print(f"[red]failed: {', '.join(failed)}[/] (output mismatch or build error; no time reported)")
