@@ -113,11 +113,17 @@ def _deploy(args) -> int:
     line = f"ran {args.artifact} on {report['device']}"
     if report["dropped"]:
         line += f" after {len(report['dropped'])} dropped device(s)"
-    print(line + f": output {tuple(report['output_shape'])}")
+    shape = report["output_shape"]
+    if shape and isinstance(shape[0], list):  # several outputs
+        print(line + f": {len(shape)} outputs " + ", ".join(str(tuple(s)) for s in shape))
+    else:
+        print(line + f": output {tuple(shape)}")
     if check:
         verdict = "matches" if check["match"] else "DOES NOT match"
         detail = check.get("why") or f"max |diff| {check['max_abs_err']:.3g}, tolerance {check['tolerance']:.3g}"
-        print(f"output {verdict} the host reference ({detail})")
+        count = f" on all {len(check['outputs'])} outputs" if check.get("outputs") and check["match"] else ""
+        print(f"output {verdict} the host reference{count} ({detail})")
+        record_device_check(args.artifact, report, args.atol)
     else:
         print("no reference in the artifact: output not checked")
     if report.get("stats"):
@@ -126,6 +132,37 @@ def _deploy(args) -> int:
     if args.json:
         write_json(args.json, report)
     return 0 if (check is None or check["match"]) else 1
+
+
+def record_device_check(folder, report: dict, atol: float) -> dict:
+    """Write the on-device check into the artifact's manifest (atomically: temp file + rename).
+
+    A build for another architecture is "unverified" until this runs; afterwards its check status
+    is the device's verdict ("passed" / "failed") with the device, time and per-output errors under
+    ``check["device"]``. A host build that already passed keeps "passed" unless the device disagrees.
+    """
+    import time
+
+    from canao import artifact
+
+    device_check = report["check"]
+    manifest = artifact.read_manifest(folder)
+    check = dict(manifest.get("check") or {})
+    passed = bool(device_check["match"])
+    check["device"] = {"status": "passed" if passed else "failed", "device": report["device"],
+                       "key": report.get("key") or "", "atol": atol,
+                       "checked_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                       **{k: v for k, v in device_check.items() if k != "match"}}
+    check["status"] = "passed" if passed else "failed"
+    check.pop("note", None)
+    check["verified_by"] = "canao deploy"
+    if isinstance(check.get("outputs"), dict):
+        per = device_check.get("outputs") or {next(iter(check["outputs"]), "output"): device_check}
+        for name, entry in check["outputs"].items():
+            if name in per and isinstance(entry, dict):
+                entry.update(status="passed" if per[name].get("match") else "failed",
+                             **{k: v for k, v in per[name].items() if k in ("max_abs_err", "tolerance", "why")})
+    return artifact.update_manifest(folder, check=check)
 
 
 def main(argv=None) -> int:

@@ -36,6 +36,34 @@ def compare(output: np.ndarray, reference: np.ndarray, atol: float) -> dict:
     return {"match": bool(err <= tol), "max_abs_err": err, "tolerance": tol}
 
 
+def _flatten(output) -> List[np.ndarray]:
+    """The device's outputs (an array, or nested lists of them) depth-first, left to right."""
+    if isinstance(output, (list, tuple)):
+        return [a for item in output for a in _flatten(item)]
+    return [np.asarray(output)]
+
+
+def compare_outputs(output, reference_outputs: dict, atol: float) -> dict:
+    """``compare`` for every output, matched by position to the reference's named outputs.
+
+    One output: exactly ``compare``'s dict. Several: ``match`` when all match, the worst error,
+    and ``outputs`` {name: compare dict}."""
+    flat = _flatten(output)
+    names = list(reference_outputs)
+    if len(flat) != len(names):
+        return {"match": False, "why": f"the device returned {len(flat)} output(s), the reference has {len(names)}"}
+    per = {name: compare(out, reference_outputs[name], atol) for name, out in zip(names, flat)}
+    if len(per) == 1:
+        return next(iter(per.values()))
+    worst = max(per.values(), key=lambda c: (not c["match"], c.get("max_abs_err", float("inf"))))
+    check = {"match": all(c["match"] for c in per.values()), "outputs": per}
+    if "why" in worst:
+        check["why"] = f"output '{next(n for n, c in per.items() if c is worst)}': {worst['why']}"
+    else:
+        check.update(max_abs_err=worst["max_abs_err"], tolerance=worst["tolerance"])
+    return check
+
+
 def deploy(folder, rpc: Optional[str] = None, tracker: Optional[str] = None, key: Optional[str] = None,
            repeat: int = 0, atol: float = 1e-3, retries: int = 2,
            session_timeout: float = DEFAULT_SESSION_TIMEOUT, call_timeout: float = DEFAULT_CALL_TIMEOUT,
@@ -72,10 +100,14 @@ def deploy(folder, rpc: Optional[str] = None, tracker: Optional[str] = None, key
             session.close()
         report = {"artifact": str(artifact.folder), "device": where, "key": key or "", "attempts": attempt,
                   "dropped": failures, "inputs": {n: list(np.shape(a)) for n, a in given.items()},
-                  "output_shape": list(np.shape(output)),
+                  "output_shape": (list(np.shape(output)) if not isinstance(output, (list, tuple))
+                                   else [list(np.shape(o)) for o in _flatten(output)]),
                   "reference": "reference.npz" if reference else None}
         if reference is not None and reference.get("output") is not None:
-            report["check"] = compare(output, reference["output"], atol)
+            from canao.artifact import load_reference
+
+            outputs = (load_reference(artifact.folder) or {}).get("outputs") or {"output": reference["output"]}
+            report["check"] = compare_outputs(output, outputs, atol)
         if samples:
             report["samples_ms"] = samples
             report["stats"] = timing_stats(samples)

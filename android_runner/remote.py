@@ -50,7 +50,18 @@ class RemoteModel:
     def run(self, inputs: Sequence[np.ndarray]):
         """Outputs as numpy: one array, or a list when the model returns a tuple."""
         args = self._inputs(inputs)
-        return self.session.call("run main", lambda: _to_numpy(self.vm["main"](*args, *self.params)))
+
+        def call():
+            out = self.vm["main"](*args, *self.params)
+            if hasattr(out, "numpy"):
+                return _to_numpy(out)
+            # several outputs: the tuple stays on the device as an opaque RPC object; the VM's
+            # stateful interface reads it back field by field (nested tuples included)
+            self.vm.set_input("main", *args, *self.params)
+            self.vm.invoke_stateful("main")
+            return _to_numpy(self.vm.get_outputs("main"))
+
+        return self.session.call("run main", call)
 
     def time(self, inputs: Sequence[np.ndarray], repeat: int = 5, number: int = 1) -> List[float]:
         """Per-run milliseconds measured on the device by TVM's time_evaluator (``repeat`` samples,

@@ -9,7 +9,8 @@ def register(sub) -> None:
     p.add_argument("out", metavar="OUT", help="artifact folder")
     p.add_argument("--text", action="append", help="input sentence (repeat for a batch)")
     p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy", help="an input array")
-    p.add_argument("--save", help="write the output array to this .npy file")
+    p.add_argument("--save", metavar="FILE.npz|FILE.npy",
+                   help="FILE.npz: every output under its output name; FILE.npy: the first output only")
     p.set_defaults(func=run)
 
 
@@ -44,6 +45,22 @@ def _read_inputs(args, manifest, out_dir):
     return arrays
 
 
+def _save(path: str, outputs) -> None:
+    """FILE.npz: every output under its name; anything else: the first output with numpy.save."""
+    from ..atomic import write_with
+    from ..errors import CanaoError
+
+    arrays = dict(outputs)
+    try:
+        if path.lower().endswith(".npz"):
+            write_with(path, lambda f: np.savez(f, **arrays), binary=True)
+        else:
+            target = path if path.lower().endswith(".npy") else path + ".npy"  # numpy.save's own rule
+            write_with(target, lambda f: np.save(f, next(iter(arrays.values()))), binary=True)
+    except OSError as exc:
+        raise CanaoError(f"cannot write --save {path}: {exc.strerror or exc}", "choose a writable path") from exc
+
+
 def run(args) -> int:
     from .. import artifact
     from ..runtime import LocalModel
@@ -51,17 +68,21 @@ def run(args) -> int:
     manifest = artifact.read_manifest(args.out)
     inputs = _read_inputs(args, manifest, args.out)
     model = LocalModel.from_dir(args.out)
-    out = model.run(inputs)
+    outputs = model.run_all(inputs)
     if args.save:
-        np.save(args.save, out)
-    print(f"output {manifest['model']}: shape {tuple(out.shape)} dtype {out.dtype}")
-    if out.ndim == 3 and "attention_mask" in inputs:  # sentence embedding: mean over real tokens
-        mask = inputs["attention_mask"][..., None].astype(out.dtype)
-        pooled = (out * mask).sum(1) / np.maximum(mask.sum(1), 1)
-        for i, row in enumerate(pooled):
-            print(f"[{i}] mean-pooled embedding (first 8 of {row.size}): "
-                  + " ".join(f"{v:+.4f}" for v in row[:8]) + f"  |norm| {np.linalg.norm(row):.4f}")
-    else:
-        flat = out.reshape(-1)
-        print("first values: " + " ".join(f"{v:+.4f}" for v in flat[:8]))
+        _save(args.save, outputs)
+    for i, (name, out) in enumerate(outputs.items()):
+        label = f"output {manifest['model']}" if i == 0 else f"output '{name}'"
+        if len(outputs) > 1 and i == 0:
+            label += f" '{name}'"
+        print(f"{label}: shape {tuple(out.shape)} dtype {out.dtype}")
+        if out.ndim == 3 and out.dtype.kind == "f" and "attention_mask" in inputs:  # embeddings: mean over real tokens
+            mask = inputs["attention_mask"][..., None].astype(out.dtype)
+            pooled = (out * mask).sum(1) / np.maximum(mask.sum(1), 1)
+            for j, row in enumerate(pooled):
+                print(f"[{j}] mean-pooled embedding (first 8 of {row.size}): "
+                      + " ".join(f"{v:+.4f}" for v in row[:8]) + f"  |norm| {np.linalg.norm(row):.4f}")
+        else:
+            flat = out.reshape(-1)
+            print("first values: " + " ".join(f"{v:+.4f}" for v in flat[:8]))
     return 0

@@ -5,7 +5,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from ..errors import CanaoError
-from .imported import ImportedModel, InputSpec
+from .imported import ImportedModel, InputSpec, OutputSpec, Reference
 
 _ONNX_DTYPES = {1: "float32", 6: "int32", 7: "int64", 10: "float16", 11: "float64", 9: "bool"}
 
@@ -58,14 +58,46 @@ def from_onnx(path: str, seq_len: int = 128, batch: int = 1, name: Optional[str]
     mod, params = relax.frontend.detach_params(mod)
     weights = [p.numpy() for p in params.get("main", [])]
 
-    def reference(inputs: Dict[str, np.ndarray]) -> np.ndarray:
+    out_names = [o.name for o in model.graph.output]
+    session = {}
+
+    def run_all(inputs: Dict[str, np.ndarray]):
         import onnxruntime as ort
 
-        sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        return sess.run(None, {s.name: inputs[s.name] for s in specs})[0]
+        if "s" not in session:  # one session per import, built on first use
+            session["s"] = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        return session["s"].run(out_names, {s.name: inputs[s.name] for s in specs})
 
     return ImportedModel(name=name or Path(path).stem, mod=mod, params=weights, inputs=specs,
-                         reference=reference, source={"kind": "onnx", "path": str(path)})
+                         reference=Reference(run_all, out_names), source={"kind": "onnx", "path": str(path)},
+                         outputs=_output_specs(model, mod, out_names))
+
+
+def _output_specs(model, mod, names) -> list:
+    """Name, shape and dtype of every graph output, in order: shapes and dtypes from the imported
+    Relax ``main``'s return type (fixed at (batch, seq_len)), -1 where it is not static."""
+    import tvm
+    from tvm import relax
+
+    def leaves(ty):
+        if isinstance(ty, relax.TupleType):
+            return [leaf for field in ty.fields for leaf in leaves(field)]
+        return [ty]
+
+    infos = leaves(mod["main"].ret_ty)
+    if len(infos) != len(names):
+        raise CanaoError(f"the Relax ONNX importer returned {len(infos)} outputs for the graph's {len(names)}",
+                         "report the model; export it with one tensor per output")
+    declared = {o.name: _ONNX_DTYPES.get(o.type.tensor_type.elem_type) for o in model.graph.output}
+    specs = []
+    for name, info in zip(names, infos):
+        shape, dtype = (), declared.get(name) or "float32"
+        if isinstance(info, relax.TensorType):
+            dtype = str(info.dtype) or dtype
+            if isinstance(info.shape, relax.ShapeExpr):
+                shape = tuple(int(v) if isinstance(v, tvm.ir.prim.IntImm) else -1 for v in info.shape.values)
+        specs.append(OutputSpec(name, shape, dtype))
+    return specs
 
 
 def _unsupported_ops(model) -> set:
