@@ -150,3 +150,37 @@ def test_benchmark_json_has_engines(tmp_path):
     assert rows["canao"]["ratio_vs_canao"] == pytest.approx(1.0)
     assert (tmp_path / "rep" / "benchmark.png").stat().st_size > 1000
     assert "| canao |" in (tmp_path / "rep" / "benchmark.md").read_text()
+
+
+def test_compile_gpt2_config_checked_against_pytorch(tmp_path):
+    """`canao compile CONFIG.json` builds a decoder from a transformers config (seeded weights) and
+    checks it against PyTorch on every output, like the encoders."""
+    import transformers
+
+    config = tmp_path / "gpt2-tiny.json"
+    transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=1000, n_positions=64).to_json_file(config)
+    out = tmp_path / "gpt2"
+    proc = run_cli("compile", config, "--seq-len", 16, "--threads", 2, "--yellow", "default", "-o", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["outputs"] == [{"name": "logits", "shape": [1, 16, 1000], "dtype": "float32"}]
+    assert [i["name"] for i in manifest["inputs"]] == ["input_ids", "attention_mask"]
+    check = manifest["check"]
+    assert check["status"] == "passed" and check["reference"] == "pytorch"
+    assert check["outputs"]["logits"]["max_abs_err"] < 1e-3 and check["outputs"]["logits"]["status"] == "passed"
+    saved = tmp_path / "logits.npz"
+    ids = np.arange(16, dtype="int64").reshape(1, 16) + 100
+    np.save(tmp_path / "ids.npy", ids)
+    np.save(tmp_path / "mask.npy", np.ones((1, 16), dtype="int64"))
+    ran = run_cli("run", out, "--input", f"input_ids={tmp_path / 'ids.npy'}",
+                  "--input", f"attention_mask={tmp_path / 'mask.npy'}", "--save", saved)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    with np.load(saved) as npz:
+        assert npz.files == ["logits"] and npz["logits"].shape == (1, 16, 1000)
+
+
+def test_corrupt_config_json_is_one_line(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"model_type": "gpt2", "n_layer": ')
+    assert_one_line_error(run_cli("compile", bad, "-o", tmp_path / "x"), "bad.json", "not a transformers config")
+    assert not (tmp_path / "x").exists()
