@@ -244,7 +244,6 @@ class _SliceTuner:
     def __init__(self, target_spec, store: TuningStore, database, builder, runner, tasks: List[TuningTask],
                  seed: int):
         from tvm.s_tir.meta_schedule.cost_model import XGBModel
-        from tvm.s_tir.meta_schedule.logging import get_loggers_from_work_dir
 
         self.target = target_spec.tvm_target()
         self.store = store
@@ -256,8 +255,7 @@ class _SliceTuner:
         store.load_cost_model(self.cost_model)
         self.seed = seed
         _quiet_console()
-        loggers = get_loggers_from_work_dir(str(store.dir), [t.name for t in tasks])
-        self.loggers = {t.key: lg for t, lg in zip(tasks, loggers)}
+        self.loggers = task_loggers(store.dir, tasks)
 
     def run(self, task: TuningTask, trials: int, trials_before: int, bars, on_batch=None) -> int:
         """Tune ``task`` for one batch of ``trials``; returns how many were measured."""
@@ -295,9 +293,39 @@ def _physical_cores() -> int:
 
 
 def _quiet_console() -> None:
-    """MetaSchedule logs every step to stdout; keep the details in work_dir/logs, warnings on screen."""
-    logger = logging.getLogger("tvm.s_tir.meta_schedule")
-    logger.setLevel(logging.WARNING)  # becomes the console handler's level when loggers are made
+    """MetaSchedule's module loggers (task scheduler, builder, runner) log every step at INFO; only
+    warnings reach the console (through the root logger), the details are in work_dir/logs."""
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+
+
+def task_loggers(work_dir, tasks: List[TuningTask]) -> Dict[str, logging.Logger]:
+    """One file logger per task, ``work_dir/logs/task_<key>.log``, for its TuneContext.
+
+    Made here instead of by MetaSchedule's ``get_loggers_from_work_dir``, which runs
+    ``logging.config.dictConfig`` over the global ``tvm.s_tir.meta_schedule`` logger and copies the
+    names of whatever handlers other code attached there: one handler without a name (any plain
+    ``logger.addHandler(...)`` earlier in the process) made it fail with ``'NoneType' object has no
+    attribute 'format'``, so tuning depended on what ran before it. These loggers touch no global
+    logging state: their names are private to this work_dir, they do not propagate, and a second
+    call for the same work_dir reuses the same handler instead of adding another."""
+    from pathlib import Path
+
+    log_dir = Path(work_dir).resolve() / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    formatter = logging.Formatter("%(asctime)s [%(levelname)s] %(message)s", "%Y-%m-%d %H:%M:%S")
+    scope = f"canao.tuning.{abs(hash(str(log_dir))) & 0xFFFFFFFF:08x}"
+    loggers = {}
+    for task in tasks:
+        logger = logging.getLogger(f"{scope}.task_{task.key}")
+        logger.setLevel(logging.DEBUG)
+        logger.propagate = False
+        path = str(log_dir / f"task_{task.key}.log")
+        if not any(getattr(h, "baseFilename", None) == path for h in logger.handlers):
+            handler = logging.FileHandler(path, mode="a", delay=True)
+            handler.setFormatter(formatter)
+            logger.addHandler(handler)
+        loggers[task.key] = logger
+    return loggers
 
 
 def _best_us(database, task: TuningTask) -> Optional[float]:
