@@ -32,11 +32,38 @@ class TargetSpec:
         """Whether this machine can execute the build (host CPU only; GPUs need their runtime)."""
         import platform
 
-        return self.device == "cpu" and self.arch == platform.machine()
+        return self.device == "cpu" and self.arch == platform.machine() and host_can_run(self.tvm_target())
 
     def to_json(self) -> dict:
         return {"name": self.name, "target": self.target_dict, "device": self.device,
                 "cross_compiler": self.cross_compiler, "arch": self.arch}
+
+
+_ISA_PREFIXES = ("avx", "sse", "fma", "f16c", "bmi", "amx", "vnni", "popcnt", "lzcnt", "neon", "dotprod",
+                 "i8mm", "sve", "fp16", "bf16")
+
+
+def host_can_run(target) -> bool:
+    """Whether code built for the ``llvm`` ``target`` executes on this CPU: the same architecture,
+    and every instruction-set extension its ``mcpu`` / ``mattr`` turn on is one this CPU has (both
+    asked of LLVM, tuning flags ignored). Code for a wider ISA than the host's (e.g. AVX-512 on a
+    Zen 3) would die with SIGILL, so such builds are checked on the device, not here."""
+    import platform
+
+    import tvm
+    from tvm.target import codegen
+
+    if target.kind.name != "llvm":
+        return False
+    triple = str(target.attrs.get("mtriple", "") or "")
+    if triple and not triple.startswith(platform.machine().replace("arm64", "aarch64")):
+        return False
+    host = tvm.target.Target({"kind": "llvm", "mcpu": host_cpu_name()})
+
+    def isa(t):
+        return {f for f in codegen.llvm_get_cpu_features(t) if f.startswith(_ISA_PREFIXES)}
+
+    return isa(target) <= isa(host)
 
 
 def host_cpu_name() -> str:
