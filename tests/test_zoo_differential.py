@@ -9,6 +9,7 @@ Two halves:
   (a) ``LPFusion`` in a plain ``tvm.transform.Sequential`` + ``tvm.compile(relax_pipeline="default")``
   and (b) the ``canao compile`` build path, each compared with PyTorch on every output.
 """
+import os
 import random
 
 import numpy as np
@@ -247,3 +248,80 @@ def test_cyclic_plan_is_refused_not_emitted(monkeypatch):
     assert plan["kernels_after"] == plan["kernels_before"]
     args = random_args(mod)
     np.testing.assert_allclose(run(out, args), run(mod, args), rtol=1e-6)
+
+
+# --- the differential zoo at test size ------------------------------------------------------
+# Models the frontend cannot import yet fail at import with a known message: those tests are
+# xfail(strict=False), raised only when the failure is exactly that one (any other failure of the
+# model fails the test), so they turn green by themselves when canao/frontends handles them.
+
+from canao import zoo  # noqa: E402
+
+
+class FrontendGap(AssertionError):
+    """The model fails at import, for the known frontend reason named in the xfail mark."""
+
+
+FRONTEND_GAPS = {
+    "deberta-v2": ("requires the input tensor to have float dtype",
+                   "frontend: the Relax PyTorch importer keeps int64 / int64 true division (aten.div.Tensor) as "
+                   "int64, so DeBERTa-v2's log-bucket relative positions (make_log_bucket_position: "
+                   "torch.log(abs_pos / mid)) reach relax.log with an int64 input and the import fails"),
+    "convbert": ("index_tensor: cannot broadcast index shapes",
+                 "frontend: the Relax PyTorch importer's index_tensor does not broadcast ConvBERT's unfold "
+                 "gather indices (16 vs 9 at axis 0), so the span-based dynamic convolution fails to import"),
+}
+
+
+# Every model takes ~25 CPU-seconds to import, fuse and compile twice, so the default run keeps
+# one model per trait the rest of the suite does not cover: padding-idx positions with the cumsum
+# of the issue (RoBERTa), rotary (RoFormer), disentangled attention (DeBERTa), causal decoders with
+# learned positions (GPT-2) and with ALiBi over a cumsum (BLOOM), and both known frontend gaps,
+# which fail fast at import. The real MiniLM goes through both paths in test_fusion_models.py
+# (the canao build, and docs/fusion.md's LPFusion + stock pipeline example), as do BERT, DistilBERT
+# and MobileBERT (canao build). Everything runs with CANAO_ZOO_ALL=1, and in benchmarks/bench_zoo.py.
+DEFAULT_RUN = {"roberta", "roformer", "deberta", "gpt2", "bloom", "deberta-v2", "convbert"}
+
+
+def _zoo_params():
+    everything = os.environ.get("CANAO_ZOO_ALL") == "1"
+    for name in zoo.DIFFERENTIAL:
+        marks = []
+        if name in FRONTEND_GAPS:
+            marks.append(pytest.mark.xfail(raises=FrontendGap, strict=False, reason=FRONTEND_GAPS[name][1]))
+        if name not in DEFAULT_RUN and not everything:
+            marks.append(pytest.mark.skip(reason="extended zoo: CANAO_ZOO_ALL=1 runs it (and bench_zoo.py)"))
+        yield pytest.param(name, marks=marks)
+
+
+@pytest.mark.parametrize("name", list(_zoo_params()))
+def test_zoo_model_matches_pytorch_on_both_paths(name):
+    """(a) LPFusion in a plain Sequential + tvm.compile(relax_pipeline="default") and (b) the canao
+    build path, every output within 1e-4 of PyTorch relative to its scale, nothing left unfused."""
+    result = zoo.differential_check(zoo.test_size_name(name), seq_len=16, stock=False)
+    if name in FRONTEND_GAPS and result["status"] != "pass":
+        needle = FRONTEND_GAPS[name][0]
+        if result["reason"].startswith("import:") and needle in result["reason"]:
+            raise FrontendGap(result["reason"])
+    assert result["status"] == "pass", result.get("reason")
+    assert result["outputs"], "PyTorch produced no outputs to compare"
+    for path in ("lpfusion", "canao"):
+        assert set(result[path]["errors"]) == set(result["outputs"])
+        assert result[path]["max_rel_err"] <= zoo.TOLERANCE, (path, result[path]["errors"])
+        assert result[path]["unfused"] == [], (path, result[path]["unfused"])
+    assert result["kernels"]["canao"] > 0
+
+
+def test_zoo_lists_the_issue_architectures():
+    names = set(zoo.DIFFERENTIAL)
+    assert len(names) >= 15
+    for needed in ("minilm-l6", "bert-base", "roberta", "xlm-roberta", "roformer", "albert", "electra", "deberta",
+                   "deberta-v2", "distilbert", "mobilebert", "mpnet", "gpt2"):
+        assert needed in names
+    assert {zoo.ZOO[n].family for n in names} == {"encoder", "decoder"}
+    for name in names - {"minilm-l6"}:  # every config model has a tiny variant, hidden from messages
+        tiny = zoo.ZOO[zoo.test_size_name(name)]
+        assert tiny.test_size and tiny.name.endswith("-tiny")
+    with pytest.raises(Exception) as info:
+        zoo.resolve("no-such-model")
+    assert "roberta" in str(info.value) and "-tiny" not in str(info.value)

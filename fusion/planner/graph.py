@@ -94,12 +94,16 @@ class KernelGraph:
         self.block = blocks[0]
         bindings = list(self.block.bindings)
         # pass 1: kernels get vertices 0..n-1, in binding order
+        kinds: Dict[str, Mapping] = {}  # a PrimFunc called by many layers is classified once
         for binding in bindings:
             value = binding.value
             if _is_kernel(value):
                 gv = value.args[0]
-                callee = mod[gv]
-                mapping = classify(callee, gv.name_hint) if isinstance(callee, tirx.PrimFunc) else Mapping.OPAQUE
+                if gv.name_hint not in kinds:
+                    callee = mod[gv]
+                    kinds[gv.name_hint] = (classify(callee, gv.name_hint) if isinstance(callee, tirx.PrimFunc)
+                                           else Mapping.OPAQUE)
+                mapping = kinds[gv.name_hint]
                 node = Node(len(self.nodes), binding.var, value, gv.name_hint, mapping,
                             output_bytes=_bytes(binding.var.ty))
                 self.node_of_var[binding.var] = node.index

@@ -84,7 +84,7 @@ def _quotient_reach(graph: KernelGraph, members: Dict[int, int]):
     """Reachability between groups (and the vertices outside any group) of an arbitrary grouping."""
     down = {r: _union_mask(graph, m, graph.desc) & ~m for r, m in members.items()}
     up = {r: _union_mask(graph, m, graph.anc) & ~m for r, m in members.items()}
-    changed = True
+    changed = any(m & (m - 1) for m in members.values())  # all singletons: the graph's own reachability
     while changed:  # close over jumps inside groups: reaching one member reaches the whole group
         changed = False
         for r in members:
