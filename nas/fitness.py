@@ -1,5 +1,6 @@
 """Fitness and latency callables for the search: dev accuracy of the inherited SubTransformer, and
 predicted latency from a trained predictor."""
+import json
 from typing import Optional
 
 import numpy as np
@@ -56,12 +57,37 @@ def predicted_latency(predictor, space, target_spec=None, seq_len: Optional[int]
     return fusion
 
 
-def measure_genes(space, genes, target_spec, seq_len: int) -> float:
-    """Re-measure one architecture on the target (trimmed mean, ms)."""
+def measure_genes(space, genes, target_spec, seq_len: int, allow_busy: bool = False) -> dict:
+    """Re-measure one architecture on the target through the measurement core: the latency row
+    (``mean_ms`` = trimmed mean, plus reference time, load, tries, flagged)."""
     from .measure import LocalMeasurer, compile_subnet
 
     imported, compiled, inputs = compile_subnet(space, genes, target_spec, seq_len)
-    return LocalMeasurer().measure(compiled, imported, inputs, kernels=False).latency["mean_ms"]
+    return LocalMeasurer(allow_busy=allow_busy).measure(compiled, imported, inputs, kernels=False).latency
+
+
+def measured_winner(candidates, limit_ms: float, measure, max_checks: int = 8) -> dict:
+    """The fittest candidate whose *measured* latency is within ``limit_ms``.
+
+    ``candidates``: dicts with ``genes``, ``fitness`` and the predicted ``latency_ms``; ``measure(genes)``
+    returns a latency row (``mean_ms``). Candidates are tried in decreasing fitness (distinct genes,
+    predicted within the limit first), each measured once, until one measures within the limit or
+    ``max_checks`` were measured. The predictor only guides: the limit holds on the measured figure.
+    Returns {"winner": candidate + "measured" row, or None when none of the checked ones fits,
+    "checked": every measured candidate with its row}."""
+    seen, ordered = set(), []
+    for c in sorted(candidates, key=lambda c: (c["latency_ms"] > limit_ms, -c["fitness"])):
+        key = json.dumps(c["genes"], sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            ordered.append(c)
+    checked = []
+    for c in ordered[:max_checks]:
+        row = measure(c["genes"])
+        checked.append({**c, "measured": row})
+        if row["mean_ms"] <= limit_ms:
+            return {"winner": checked[-1], "checked": checked}
+    return {"winner": None, "checked": checked}
 
 
 def pareto_front(points):

@@ -16,6 +16,9 @@ def register(subparsers) -> None:
     ld.add_argument("--seq-len", type=int, default=None, help="sequence length (default: the space's)")
     ld.add_argument("--seed", type=int, default=0)
     ld.add_argument("--repeat", type=int, default=30, help="timed whole-model runs per architecture (default 30)")
+    ld.add_argument("--allow-busy", action="store_true",
+                    help="measure even when the 1-minute load average says another heavy job is running: rows "
+                    "timed beside other work are what made earlier predictors useless (docs/nas.md)")
     ld.set_defaults(func=_latency_dataset)
 
     pr = subparsers.add_parser("predictor", help="train / evaluate latency predictors on a latency dataset")
@@ -50,7 +53,7 @@ def _latency_dataset(args) -> int:
     space, target = _space_and_target(args)
     seq_len = args.seq_len or space.config.get("model", {}).get("seq_len", 128)
     rows = build_dataset(space, target, args.n, args.out, seq_len=seq_len, seed=args.seed,
-                         measurer=LocalMeasurer(repeat=args.repeat))
+                         measurer=LocalMeasurer(repeat=args.repeat, allow_busy=args.allow_busy))
     print(f"{len(rows)} rows in {args.out}")
     return 0
 
@@ -105,7 +108,12 @@ def register_search(subparsers) -> None:
                           ("iterations", 30), ("seed", 0)):
         se.add_argument(f"--{name}", type=int, default=default)
     se.add_argument("--mutation-prob", type=float, default=0.3)
-    se.add_argument("--no-remeasure", action="store_true", help="skip re-measuring the winner on the target")
+    se.add_argument("--no-remeasure", action="store_true", help="skip re-measuring the candidates on the target")
+    se.add_argument("--remeasure", type=int, default=8,
+                    help="fittest candidates re-measured on the target, in order, until one is within the limit on "
+                    "the measured figure (default 8)")
+    se.add_argument("--allow-busy", action="store_true",
+                    help="re-measure even when the load average says another heavy job is running (noisy)")
     se.set_defaults(func=_search)
 
 
@@ -114,7 +122,7 @@ def _search(args) -> int:
 
     from canao.atomic import write_json, write_text
     from canao.nas.evolution import Search, SearchSettings, random_search
-    from canao.nas.fitness import DevAccuracy, measure_genes, predicted_latency
+    from canao.nas.fitness import DevAccuracy, measure_genes, measured_winner, predicted_latency
     from canao.nas.predictor import load
 
     space, target = _space_and_target(args)
@@ -141,8 +149,23 @@ def _search(args) -> int:
             enc[k] = enc[k][:3]
         baselines["first 3 layers"] = three
     base_rows = {n: {"genes": g, "latency_ms": search.latency(g), "fitness": search.fitness(g)} for n, g in baselines.items()}
-    measured = None if args.no_remeasure or not target.runs_locally else measure_genes(space, evo["best"], target, seq_len)
+    check = None
+    if not args.no_remeasure and target.runs_locally:
+        from canao.measure import assert_quiet_machine
+
+        assert_quiet_machine(args.allow_busy, what="re-measuring the search's candidates")
+        check = measured_winner(evo["candidates"] + [{"genes": evo["best"], "fitness": evo["fitness"],
+                                                      "latency_ms": evo["latency_ms"]}], args.latency_ms,
+                                lambda g: measure_genes(space, g, target, seq_len, allow_busy=True),
+                                max_checks=args.remeasure)
+        if check["winner"] is not None:
+            w = check["winner"]
+            evo = {**evo, "best": w["genes"], "fitness": w["fitness"], "latency_ms": w["latency_ms"]}
+    measured = check["winner"]["measured"]["mean_ms"] if check and check["winner"] else None
     result = {"evolution": {k: evo[k] for k in ("best", "fitness", "latency_ms")}, "winner_measured_ms": measured,
+              "remeasured": None if check is None else [
+                  {"genes": c["genes"], "fitness": c["fitness"], "predicted_ms": c["latency_ms"],
+                   "measured": c["measured"]} for c in check["checked"]],
               "random": {k: rnd[k] for k in ("best", "fitness", "latency_ms")}, "baselines": base_rows,
               "latency_limit_ms": args.latency_ms, "history": search.state["history"]}
     write_json(out / "best_genes.json", evo["best"])
@@ -182,15 +205,27 @@ def _plot(path, evo, rnd, baselines, limit):
 
 
 def _report(space, r) -> str:
-    lines = [f"# Search report: {space.name}", "", f"Latency limit: {r['latency_limit_ms']} ms (predicted).", "",
+    lines = [f"# Search report: {space.name}", "", f"Latency limit: {r['latency_limit_ms']} ms.", "",
              "| who | genes | predicted ms | dev accuracy |", "|---|---|---|---|"]
     for name, row in [("evolution", r["evolution"]), ("random search", r["random"])]:
         lines.append(f"| {name} | `{space.to_json(row['best'])}` | {row['latency_ms']:.3f} | {row['fitness']:.4f} |")
     for name, row in r["baselines"].items():
         lines.append(f"| {name} | `{space.to_json(row['genes'])}` | {row['latency_ms']:.3f} | {row['fitness']:.4f} |")
-    m = r["winner_measured_ms"]
-    lines += ["", (f"Winner re-measured on the target: {m:.3f} ms"
-               + (" — OVER the limit: the predictor was wrong here; retrain it on more (quieter) rows." if m > r["latency_limit_ms"] else ".")
-               if m is not None else "Winner not re-measured."),
-              "", "![Pareto](pareto.png)", ""]
+    m, checked = r["winner_measured_ms"], r.get("remeasured")
+    if checked:
+        lines += ["", "Re-measured on the target (fittest first, until one is within the limit):", "",
+                  "| genes | dev accuracy | predicted ms | measured ms | within limit |", "|---|---|---|---|---|"]
+        for c in checked:
+            ms = c["measured"]["mean_ms"]
+            lines.append(f"| `{space.to_json(c['genes'])}` | {c['fitness']:.4f} | {c['predicted_ms']:.3f} | {ms:.3f} | "
+                         f"{'yes' if ms <= r['latency_limit_ms'] else 'no'} |")
+    if m is not None:
+        lines += ["", f"Winner: measured {m:.3f} ms on the target, within the {r['latency_limit_ms']} ms limit."]
+    elif checked:
+        lines += ["", f"No winner: none of the {len(checked)} re-measured candidates is within the limit on the "
+                  "target; retrain the predictor on more (quieter) rows or raise --remeasure."]
+    else:
+        lines += ["", "Candidates not re-measured (--no-remeasure, or a target that does not run here): the winner "
+                  "is the predictor's."]
+    lines += ["", "![Pareto](pareto.png)", ""]
     return "\n".join(lines)

@@ -55,3 +55,28 @@ def test_resume_after_interrupt_gives_the_uninterrupted_result(space, tmp_path):
     resumed = Search(space, latency(space), fitness, limit, SETTINGS, path, progress=False).run()
     assert space.to_json(resumed["best"]) == space.to_json(full["best"])
     assert len(resumed["candidates"]) == SETTINGS.parents + SETTINGS.mutations + SETTINGS.crossovers
+
+
+def test_measured_winner_holds_the_limit_on_the_measured_figure(space):
+    """The predictor says every candidate fits; the target disagrees for the fittest ones. The
+    reported winner is the fittest one whose *measured* latency is within the limit, and when none
+    of the checked ones fits there is no winner at all."""
+    from canao.nas.fitness import measured_winner
+
+    limit = 10.0
+    cands = [{"genes": {"id": i}, "fitness": float(i), "latency_ms": 9.0} for i in range(6)]
+    true_ms = {5: 14.0, 4: 12.0, 3: 9.5, 2: 3.0, 1: 2.0, 0: 1.0}  # fitter = slower on the device
+    calls = []
+
+    def measure(genes):
+        calls.append(genes["id"])
+        return {"mean_ms": true_ms[genes["id"]]}
+
+    got = measured_winner(cands + [cands[5]], limit, measure, max_checks=8)
+    assert got["winner"]["genes"] == {"id": 3} and got["winner"]["measured"]["mean_ms"] <= limit
+    assert calls == [5, 4, 3]  # fittest first, duplicates measured once, stop at the first fit
+    assert [c["measured"]["mean_ms"] > limit for c in got["checked"]] == [True, True, False]
+
+    calls.clear()
+    none = measured_winner(cands, limit, measure, max_checks=2)
+    assert none["winner"] is None and calls == [5, 4]
