@@ -43,20 +43,11 @@ def _horner(coeffs, t):
     return acc
 
 
-# Let-binding shared subexpressions is the natural form, but MetaSchedule's FLOP estimator (run
-# on every task it tunes) has no rule for tirx.Let and aborts; written out inline, LLVM's CSE
-# computes each shared subexpression once all the same.
-USE_LET = False
-
-
 def _bind(value, body_of: Callable):
-    """Let-bind ``value`` (so it is computed once) and build the body from the bound variable."""
-    from tvm import tirx
-
-    if not USE_LET or isinstance(value, (tirx.Var, tirx.FloatImm)):
-        return body_of(value)
-    var = tirx.Var("x", "float32")  # only fp32 expressions are bound here
-    return tirx.Let(var, value, body_of(var))
+    """Build the body from ``value`` written out inline, not Let-bound: MetaSchedule's FLOP
+    estimator (run on every task it tunes) has no rule for tirx.Let and aborts, and LLVM's CSE
+    computes each shared subexpression once all the same."""
+    return body_of(value)
 
 
 def erf_f32(x):

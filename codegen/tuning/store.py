@@ -107,14 +107,6 @@ class TuningStore:
                 best[key] = (mean, workloads[index], line)
         return best
 
-    def write_subset(self, dest, keys) -> int:
-        """A JSON database at ``dest`` holding only the fastest record of each task in ``keys``
-        (written whole, then renamed into place); returns how many tasks it holds."""
-        best = self.best_records()
-        chosen = [key for key in keys if key in best]
-        write_database(dest, [best[key][1:] for key in chosen])
-        return len(chosen)
-
     def total_records(self) -> int:
         return sum(self.record_counts().values())
 
