@@ -25,6 +25,12 @@ class FusionPlan:
                             "rewrites": sum(r.get("count", 1) for r in self.rewrites)},
                 "rewrites": self.rewrites, "groups": self.groups, "edges": self.edges, "unfused": self.unfused}
 
+    @classmethod
+    def from_json(cls, obj: dict, target: str = "") -> "FusionPlan":
+        """The plan back from ``to_json`` (e.g. a build report or fusion_plan.json)."""
+        return cls(obj.get("groups", []), obj.get("edges", []), obj.get("rewrites", []), obj.get("kernels_before"),
+                   obj.get("kernels_after"), target or obj.get("target", ""), obj.get("unfused", []))
+
     def to_text(self, max_groups: int = 40) -> str:
         lines = [f"LP-Fusion plan for {self.target}: {len(self.groups)} kernels "
                  f"(from {self.kernels_before} legalized ops)", "", "Rewrites:"]

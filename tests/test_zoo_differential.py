@@ -224,6 +224,10 @@ def test_group_that_fails_to_outline_is_left_unfused_and_recorded(monkeypatch):
     assert plan["unfused"] and "simulated outlining failure" in plan["unfused"][0]["reason"]
     assert all(len(g["ops"]) == 1 for g in plan["groups"] if any(o.startswith("tir_exp") for o in g["ops"]))
     assert "Left unfused" in fuse.plan.to_text()
+    from canao.fusion import FusionPlan
+
+    again = FusionPlan.from_json(plan)  # what `canao inspect --fusion` reads back from a report
+    assert again.unfused == plan["unfused"] and "simulated outlining failure" in again.to_text()
     args = random_args(mod)
     np.testing.assert_allclose(run(out, args), run(mod, args), rtol=1e-5)
 
