@@ -12,6 +12,7 @@ COMMAND_MODULES = [
     "canao.commands.run_cmd",
     "canao.commands.inspect_cmd",
     "canao.commands.benchmark_cmd",
+    "canao.commands.profile_cmd",
     "canao.codegen.cli",
     "canao.nas.cli",
     "canao.nas.search_cli",

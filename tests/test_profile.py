@@ -1,0 +1,49 @@
+"""`canao profile`: per-kernel times that account for the whole model, on real MiniLM weights."""
+import json
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def minilm_build(minilm, host_target):
+    from canao.codegen.build import build
+
+    return build(minilm, host_target, "canao", options={"yellow": "default"})
+
+
+def test_kernel_sum_accounts_for_the_whole_model(minilm, minilm_build, minilm_text_inputs):
+    """Per-kernel times (instrument hook) add up to within 15% of the un-instrumented whole-model time:
+    the VM spends its time in the kernels the table lists, none is missing or double-counted."""
+    from canao.profile import profile_compiled
+
+    prof = profile_compiled(minilm_build, minilm, minilm_text_inputs, repeat=30, kernel_repeat=9, allow_busy=True)
+    names = [k.name for k in prof.kernels]
+    assert len(names) == len(set(names)) and len(names) > 5
+    assert sum(k.calls for k in prof.kernels) == minilm_build.kernels  # every launch is in the table
+    assert prof.kernel_sum_ms == pytest.approx(prof.whole_ms, rel=0.15), (prof.kernel_sum_ms, prof.whole_ms)
+    gemms = [k for k in prof.kernels if "matmul" in k.ops]
+    assert gemms and all(k.flops > 0 for k in gemms)
+    assert sum(k.share for k in prof.kernels) == pytest.approx(1.0)
+
+
+def test_profile_cli_writes_table_json_and_plot(tmp_path):
+    from conftest import run_cli
+
+    out = tmp_path / "prof"
+    proc = run_cli("profile", "minilm-l6", "--seq-len", "16", "--runs", "5", "--kernel-runs", "2", "--yellow",
+                   "default", "--compare", "stock-fusion", "--allow-busy", "-o", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| kernel | calls | ms |" in proc.stdout and "## by mapping type" in proc.stdout
+    saved = json.loads((out / "profile.json").read_text())
+    pipelines = [p["pipeline"] for p in saved["profiles"]]
+    assert pipelines == ["canao (LP-Fusion)", "canao-stock-fusion"]
+    for p in saved["profiles"]:
+        assert p["roofline_gflops"] and p["roofline_gflops"] > 0
+        assert all(k["pct_roofline"] is None or k["pct_roofline"] > 0 for k in p["kernels"])
+    assert (out / "profile.png").stat().st_size > 1000 and (out / "profile.md").exists()
+
+
+def test_profile_rejects_too_few_runs():
+    from conftest import assert_one_line_error, run_cli
+
+    assert_one_line_error(run_cli("profile", "minilm-l6", "--runs", "1"), "--runs")
