@@ -289,12 +289,13 @@ def _enode_count(egraph: EGraph) -> int:
 
 
 def saturate(roots: Sequence[tm.Term], families: Optional[Sequence[str]] = None,
-             limits: Optional[Limits] = None, dtype: str = "float32"):
+             limits: Optional[Limits] = None, dtype: str = "float32", finite_leaves: Sequence[str] = ()):
     """Load ``roots`` into a fresh e-graph and run the rule ``families`` within ``limits``.
 
     ``dtype`` is the narrowest float dtype the terms are computed in: constant folding only keeps
     numbers that are finite (and not flushed to zero) there. The value-range ``analysis`` runs to
     saturation before every round of rules, so guarded rules see the facts of the current e-graph.
+    ``finite_leaves`` are leaf ids whose values are known to be finite (never +-inf or NaN).
     """
     limits = limits or Limits()
     names = list(families) if families is not None else list(FAMILIES)
@@ -302,6 +303,8 @@ def saturate(roots: Sequence[tm.Term], families: Optional[Sequence[str]] = None,
     memo: Dict[tm.Term, E] = {}
     for i, r in enumerate(roots):
         egraph.register(Root(i64(i), _to_egg(r, memo)))
+    for leaf_id in finite_leaves:
+        egraph.register(finite(E.leaf(String(leaf_id))))
     stats = SaturationStats(enodes_start=_enode_count(egraph))
     if not names:
         stats.enodes_end = stats.enodes_start

@@ -7,12 +7,18 @@ from .transform import simplify_function
 
 
 def PolynomialSimplify(log: Optional[RewriteLog] = None, families: Optional[Sequence[str]] = None,
-                       limits: Optional[Limits] = None, functions: Optional[Sequence[str]] = None):
+                       limits: Optional[Limits] = None, functions: Optional[Sequence[str]] = None,
+                       finite_weights: bool = True):
     """Module pass: simplify every Relax function's element-wise DAGs (run it before legalization).
 
     ``log`` receives one ``RewriteRecord`` per rewritten DAG; ``families`` restricts the rule
     families (names in ``FAMILIES``; default all); ``limits`` bounds saturation; ``functions``
     restricts which functions are visited (default: every Relax function).
+
+    ``finite_weights``: the weight params (after ``num_input``) hold no +-inf or NaN, so rules guarded
+    by finiteness (e.g. distributing a LayerNorm/NoNorm weight over a sum) may use it. This is the one
+    precondition the pass cannot prove from the IR; it is checkable once the weights are known
+    (``np.isfinite(w).all()``); pass False when it is not checked. Tensor constants are checked here.
     """
     import tvm
     from tvm import relax
@@ -32,7 +38,7 @@ def PolynomialSimplify(log: Optional[RewriteLog] = None, families: Optional[Sequ
                 continue
             if func.attrs is not None and "Primitive" in func.attrs:
                 continue
-            new = simplify_function(func, gv.name_hint, sink, families, limits)
+            new = simplify_function(func, gv.name_hint, sink, families, limits, finite_weights)
             if new is not func:
                 updates[gv] = new
         if not updates:

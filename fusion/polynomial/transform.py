@@ -9,6 +9,8 @@ Relax vars (and so their shapes and dtypes); values that depend only on weights 
 """
 from typing import Dict, List, Optional, Sequence
 
+import numpy as np
+
 from . import term as tm
 from .cost import Cost, Shapes, broadcast, dag_cost
 from .egraph import DTYPE_RANGE, Limits, extract, saturate
@@ -161,7 +163,7 @@ class _BlockRewriter:
 
 
 def simplify_function(func, fname: str, log: RewriteLog, families: Optional[Sequence[str]] = None,
-                      limits: Optional[Limits] = None):
+                      limits: Optional[Limits] = None, finite_weights: bool = True):
     """``func`` with its element-wise DAGs simplified (the same object when nothing changes)."""
     from tvm import relax
 
@@ -183,8 +185,17 @@ def simplify_function(func, fname: str, log: RewriteLog, families: Optional[Sequ
         return func
     dtypes = {c.dtype for bt in blocks if bt is not None for c in bt.components}
     narrowest = min(dtypes, key=lambda d: DTYPE_RANGE.get(d, DTYPE_RANGE["float32"])[0])
+    # leaves known to be finite: tensor constants whose every value is (checked here), and weight
+    # params when the caller vouches for them (``finite_weights``: checkable once the weights are known)
+    finite_leaves = []
+    for leaf_id, expr in leaf_exprs.items():
+        if isinstance(expr, relax.Var):
+            if finite_weights and expr in static_params:
+                finite_leaves.append(leaf_id)
+        elif np.isfinite(expr.value.numpy()).all():
+            finite_leaves.append(leaf_id)
     egraph, stats = saturate([bt.root_term(r) for bt, r in roots], families, limits,
-                             narrowest if narrowest in DTYPE_RANGE else "float32")
+                             narrowest if narrowest in DTYPE_RANGE else "float32", finite_leaves)
     extracted = extract(egraph, len(roots), leaves, 4)
     new_roots: Dict[int, Dict[int, tm.Term]] = {}
     for (bt, r), t in zip(roots, extracted):
