@@ -76,6 +76,7 @@ def write(out_dir, compiled, imported, check: dict, reference: Optional[dict], f
             "num_params": len(compiled.params),
             "param_bytes": int(sum(p.nbytes for p in compiled.params)),
             "check": check,
+            "build_report": compiled.report.to_json() if compiled.report is not None else None,
             "plans": {name: f"{name}_plan.json" for name in compiled.reports},
             "versions": versions(),
         }

@@ -121,6 +121,8 @@ def test_unsupported_matmul_stays_fp32_with_a_warning(host_target):
         compiled = build(model, host_target, "canao", options={"quantize": "int8", "yellow": "default"})
     report = compiled.reports["quantize"]
     assert len(report["quantized"]) == 1 and len(report["skipped"]) == 1
+    left = compiled.report.to_json()["left_fp32"]  # the build report (and so the manifest) lists it too
+    assert len(left) == 1 and "K=32, N=10" in left[0]["why"] and "int8" in left[0]["why"]
     out, ref = _run(compiled, _x(7)), model.reference(_x(7))
     cos = float((out * ref).sum() / np.linalg.norm(out) / np.linalg.norm(ref))
     assert cos >= 0.99

@@ -31,6 +31,17 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def print_build_report(console, report) -> None:
+    """What the build did worse than it could (kernels left unscheduled, schedule rules that raised,
+    fusion measurements that failed, matmuls left fp32 by --quantize); also in manifest.json."""
+    if report is None or report.ok:
+        return
+    console.print(f"[yellow]build report[/] ({len(report.degradations)} degradation(s), see build_report in "
+                  "manifest.json):", soft_wrap=True)
+    for line in report.summary().splitlines():
+        console.print(f"  {line}", soft_wrap=True, markup=False)
+
+
 def _internal(step: str, exc: Exception, verbose: bool):
     """A one-line CanaoError for an unexpected failure in ``step``; the original is chained (and
     printed in full with -v)."""
@@ -203,4 +214,5 @@ def run(args) -> int:
             (f", cosine {check['cosine']:.4f} to fp32" if "cosine" in check else "")
     console.print(f"[green]compiled[/] {imported.name} for {target.name}: {compiled.kernels} kernels, {verdict} -> {args.out}",
                   soft_wrap=True)  # one line, whatever the terminal width
+    print_build_report(console, compiled.report)
     return 0

@@ -29,10 +29,12 @@ PLANNER_ASSERTION = "planner-assertion"  # the planner's own consistency check f
 TUNING_BASELINE = "tuning-baseline"  # a kernel's default schedule failed while tuning: plain kernel timed
 VARIANT_CHECK = "variant-check"  # a tile variant / tuned candidate failed to build or run in the check
 TUNING_MEASUREMENT = "tuning-measurement"  # a candidate failed to build or time in the tuning runner
+LEFT_FP32 = "left-fp32"  # --quantize: a matmul the integer path cannot take stayed fp32
 
 GROUPS = {"unscheduled": (UNSCHEDULED,), "schedule_rule_errors": (SCHEDULE_RULE,),
           "fusion_measurement_failures": (FUSION_MEASUREMENT, PLANNER_ASSERTION),
-          "tuning_failures": (TUNING_BASELINE, VARIANT_CHECK, TUNING_MEASUREMENT)}
+          "tuning_failures": (TUNING_BASELINE, VARIANT_CHECK, TUNING_MEASUREMENT),
+          "left_fp32": (LEFT_FP32,)}
 
 
 @dataclass(frozen=True)

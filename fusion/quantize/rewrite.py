@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 import numpy as np
+
+from canao.measure.report import LEFT_FP32, record
 import tvm
 from tvm import relax
 
@@ -94,6 +96,7 @@ class _Quantizer(relax.PyExprMutator):
             self.report.skipped.append({"var": name, "reason": reason})
             warnings.warn(f"quantize {self.mode}: matmul '{name}' stays fp32: {reason}", QuantizationWarning,
                           stacklevel=2)
+            record(LEFT_FP32, name, f"quantize {self.mode}: {reason}", warn=False)  # the build report lists it
         return super().visit_var_binding_(binding)
 
     def _weight_name(self, w, depth: int = 0) -> str:
