@@ -64,8 +64,10 @@ setup(
         "egglog==13.2.0",
     ],
     extras_require={
-        # LiteRT (TFLite/XNNPACK) baseline and its torch converter (~1.2 GB with jax).
-        "baselines": ["ai-edge-litert==2.3.0", "litert-torch==0.10.0"],
+        # LiteRT (TFLite/XNNPACK) runtime for the baseline engine
+        # (the torch -> .tflite converter, litert-torch, pins typing-extensions below what TVM needs:
+        # scripts/install.sh puts it in its own folder that canao calls in a subprocess)
+        "baselines": ["ai-edge-litert==2.3.0"],
         "test": ["pytest", "hypothesis"],
     },
     entry_points={"console_scripts": ["canao=canao.cli:main"]},
