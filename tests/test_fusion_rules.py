@@ -54,6 +54,26 @@ def test_fold_scale_into_weights_removes_runtime_multiply():
     np.testing.assert_allclose(run(out, args), run(mod, args), rtol=1e-5, atol=1e-6)
 
 
+def test_fold_scale_fires_when_the_activation_feeds_other_matmuls():
+    """As in attention: one LayerNorm output feeds the Q, K and V projections. The activation is
+    not part of the folded chain, so its other users do not block the rewrite (they did, once the
+    rule's pattern bound the activation through a wildcard and counted it as a chain member)."""
+    def body(bb, x, w, b, w2):
+        h = bb.emit(op.multiply(x, x))  # a computed activation with two users
+        mm = bb.emit(op.matmul(h, w))
+        y = bb.emit(op.add(mm, b))
+        scaled = bb.emit(op.multiply(y, relax.const(0.5, "float32")))
+        return bb.emit(op.add(scaled, bb.emit(op.matmul(h, w2))))
+
+    mod = build_module(body, [("x", (4, 8), "float32")],
+                       [("w", (8, 8), "float32"), ("b", (8,), "float32"), ("w2", (8, 8), "float32")])
+    records = []
+    out = apply_rule(mod, FoldScaleIntoWeights(), records)
+    assert records and records[0].detail["scale"] == pytest.approx(0.5)
+    args = random_args(mod)
+    np.testing.assert_allclose(run(out, args), run(mod, args), rtol=1e-5, atol=1e-6)
+
+
 def test_fold_scale_refuses_shared_intermediate():
     """If the unscaled value is also used elsewhere, folding would change that use: no rewrite."""
     def body(bb, x, w, b):

@@ -10,7 +10,7 @@ docstring states. Left-hand sides are declared as ``tvm.relax.dpl`` patterns; wh
 import numpy as np
 import tvm_ffi
 from tvm import relax
-from tvm.relax.dpl import ConstantPattern, is_const, is_op, wildcard
+from tvm.relax.dpl import ConstantPattern, WildcardPattern, is_const, is_op, wildcard
 
 from ..graph import scalar_constant, shape_of
 from .base import Match, Rule
@@ -97,7 +97,8 @@ class FoldScaleIntoWeights(Rule):
             return None
         val2var = {value: v for v, value in view.var2val.items()}
         # every call between the matmul and the multiply is used by the next one only
-        chain = [e for e in found.values() if isinstance(e, relax.Call) and not e.same_as(call)]
+        chain = [e for p, e in found.items()  # the matched ops themselves, not what wildcards bound
+                 if isinstance(e, relax.Call) and not e.same_as(call) and not isinstance(p, WildcardPattern)]
         if not all(view.single_use(val2var.get(e)) for e in chain):
             return None
         mm_call = found[self._mm]
