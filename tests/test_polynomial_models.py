@@ -8,7 +8,7 @@ import tvm
 from tvm import relax
 
 from canao.fusion.polynomial import PolynomialSimplify, RewriteLog
-from canao.fusion.polynomial.check import relative_error, relax_op_count, runtime_elementwise_flops
+from polynomial_check import relative_error, relax_op_count, runtime_elementwise_flops
 
 SEQ = 16
 

@@ -145,6 +145,23 @@ def test_distributivity_not_over_a_factor_that_may_be_infinite():
     np.testing.assert_array_equal(run_module(new, [x]), run_module(same_sign, [x]))
 
 
+def test_distributivity_over_a_finite_weight_factor():
+    """MobileBERT's NoNorm after a bias add: (x + b1) * g + b2 -> x*g + (b1*g + b2), sound for every x
+    (+-inf, NaN included) because g is a weight and weights are finite (``finite_weights``). The
+    weight leaves must be known before saturation: they once were collected only afterwards, so
+    no weight ever counted as finite and the rewrite never happened."""
+    def body(bb, x, b1, g, b2):
+        return relax.op.add(relax.op.multiply(relax.op.add(x, b1), g), b2)
+
+    mod = module([("x", (2, 16, 64))], [("b1", (64,)), ("g", (64,)), ("b2", (64,))], body)
+    new, log = simplify(mod)
+    assert log.records and log.records[0].cost_after.ops < log.records[0].cost_before.ops
+    assert_same_numbers(mod, new)
+    vouched = RewriteLog()
+    PolynomialSimplify(log=vouched, finite_weights=False)(mod)
+    assert not vouched.records  # without the promise, g may be +-inf: no rewrite
+
+
 def test_commutativity_lets_scalars_meet():
     # (2 * x) * 3 -> x * 6 needs x moved past the first constant
     mod = module([("x", (8, 16))], [], lambda bb, x: relax.op.multiply(relax.op.multiply(const(2.0), x), const(3.0)))

@@ -185,6 +185,7 @@ def simplify_function(func, fname: str, log: RewriteLog, families: Optional[Sequ
         return func
     dtypes = {c.dtype for bt in blocks if bt is not None for c in bt.components}
     narrowest = min(dtypes, key=lambda d: DTYPE_RANGE.get(d, DTYPE_RANGE["float32"])[0])
+    terms = [bt.root_term(r) for bt, r in roots]  # registers the leaves (leaf_exprs) as it goes
     # leaves known to be finite: tensor constants whose every value is (checked here), and weight
     # params when the caller vouches for them (``finite_weights``: checkable once the weights are known)
     finite_leaves = []
@@ -194,7 +195,7 @@ def simplify_function(func, fname: str, log: RewriteLog, families: Optional[Sequ
                 finite_leaves.append(leaf_id)
         elif np.isfinite(expr.value.numpy()).all():
             finite_leaves.append(leaf_id)
-    egraph, stats = saturate([bt.root_term(r) for bt, r in roots], families, limits,
+    egraph, stats = saturate(terms, families, limits,
                              narrowest if narrowest in DTYPE_RANGE else "float32", finite_leaves)
     extracted = extract(egraph, len(roots), leaves, 4)
     new_roots: Dict[int, Dict[int, tm.Term]] = {}
