@@ -114,6 +114,8 @@ def prepare(imported, target_spec: TargetSpec, pipeline: str = "canao", options:
     if pipeline != "canao":
         return mod, params, stats
     start = time.perf_counter()
+    if options is not None and "finite_weights" not in options:  # what the polynomial rules may assume
+        options["finite_weights"] = all(np.isfinite(p).all() for p in params if p.dtype.kind == "f")
     rewrite = pipelines.rewrite_stage(pipeline, target_spec.tvm_target(), options)
     if rewrite is not None:
         with target_spec.tvm_target():

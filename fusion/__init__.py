@@ -25,7 +25,8 @@ def _rewrite_stage(target, options):
         return None
     # Off by default: measured on MiniLM (x86, default schedules, interleaved) the merged Q/K/V GEMM
     # with its split + head-transpose epilogue ran ~1.2 ms slower per inference than three GEMMs.
-    return LPRewrite(_records(options), merge_parallel=options.get("merge_parallel_matmul", False))
+    return LPRewrite(_records(options), merge_parallel=options.get("merge_parallel_matmul", False),
+                     finite_weights=options.get("finite_weights", True))
 
 
 def _fuse_stage(target, options):

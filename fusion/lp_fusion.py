@@ -23,19 +23,24 @@ def _cleanup():
             relax.transform.DeadCodeElimination(["main"])]
 
 
-def LPRewrite(records: Optional[List[RewriteRecord]] = None, merge_parallel: bool = True) -> tvm.transform.Pass:
+def LPRewrite(records: Optional[List[RewriteRecord]] = None, merge_parallel: bool = True,
+              finite_weights: bool = True) -> tvm.transform.Pass:
     """The algebraic half of LP-Fusion, on Relax operators (run it before legalization).
 
     Canonicalize (CSE so parallel branches share inputs, matmul first in bias adds), fold scalar
     scales into weights, drop identity broadcasts and redundant reshapes, hoist the safe-softmax
     mask test out of the layers, then merge parallel matmuls (Q/K/V) into one. Weight-only
     results are left for LiftTransformParams to compute once at compile time.
+
+    ``finite_weights``: the weights (params after ``num_input``) hold no +-inf or NaN, which the
+    polynomial simplifier's guarded rules may then rely on. The build checks the real weights and
+    passes False when one is not finite; a caller without weights at hand vouches for them.
     """
     records = records if records is not None else []
     passes = [relax.transform.CanonicalizeBindings(), relax.transform.EliminateCommonSubexpr()]
     for rule in ALGEBRA_RULES:
         passes += [rule_pass(rule(), records), relax.transform.CanonicalizeBindings()]
-    passes += [_polynomial_pass(records), relax.transform.CanonicalizeBindings(), relax.transform.RemoveRedundantReshape()]
+    passes += [_polynomial_pass(records, finite_weights), relax.transform.CanonicalizeBindings(), relax.transform.RemoveRedundantReshape()]
     if merge_parallel:
         passes.append(_combine_parallel_matmul(records))
     passes += _cleanup()
@@ -56,7 +61,7 @@ def _combine_parallel_matmul(records):
     return _pass
 
 
-def _polynomial_pass(records):
+def _polynomial_pass(records, finite_weights: bool = True):
     """The element-wise polynomial simplifier (canao.fusion.polynomial: an e-graph over each
     element-wise DAG), its rewrites added to the fusion plan's records."""
     from .polynomial import PolynomialSimplify, RewriteLog
@@ -64,7 +69,7 @@ def _polynomial_pass(records):
     @tvm.transform.module_pass(opt_level=0, name="LPFusion.polynomial")
     def _pass(mod, _ctx):
         log = RewriteLog()
-        out = PolynomialSimplify(log=log)(mod)
+        out = PolynomialSimplify(log=log, finite_weights=finite_weights)(mod)
         for r in log.records:
             records.append(RewriteRecord("polynomial", "; ".join(r.before), "; ".join(r.after), 1,
                                          {"cost_before": r.cost_before.to_json(), "cost_after": r.cost_after.to_json()}))

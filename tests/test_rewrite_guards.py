@@ -70,3 +70,39 @@ def test_fold_scale_refuses_an_infinite_scale():
     ref = run(mod, [x, w, b])
     assert np.isposinf(ref).all()
     np.testing.assert_array_equal(run(out, [x, w, b]), ref)
+
+
+def test_build_vouches_for_finite_weights_only_when_they_are(host_target):
+    """The build checks the real weights: with an infinite one, the polynomial rules that assume
+    finite weights stay off and the compiled model still matches PyTorch, NaN for NaN."""
+    import torch
+
+    from canao.codegen.build import prepare
+    from canao.frontends import from_torch
+
+    class NoNorm(torch.nn.Module):
+        def __init__(self, g0):
+            super().__init__()
+            self.b1, self.b2 = torch.nn.Parameter(torch.ones(16)), torch.nn.Parameter(torch.zeros(16))
+            g = torch.ones(16)
+            g[0] = g0
+            self.g = torch.nn.Parameter(g)
+
+        def forward(self, x):
+            return (x + self.b1) * self.g + self.b2
+
+    x = np.linspace(-2, 2, 64, dtype="float32").reshape(4, 16)
+    x[0, 0] = -1.0  # x + b1 = 0 there: 0 * inf = NaN in PyTorch, and must stay NaN
+    for g0, vouched in ((2.0, True), (np.inf, False)):
+        model = from_torch(NoNorm(g0).eval(), {"x": x}, name="nonorm")
+        options = {"yellow": "default"}
+        prepare(model, host_target, "canao", options)
+        assert options["finite_weights"] is vouched
+        polynomial = [r for r in options["reports"]["_rewrite_records"] if r.rule == "polynomial"]
+        assert bool(polynomial) is vouched  # (x + b1)*g + b2 -> x*g + (b1*g + b2) needs a finite g
+        from canao.codegen.build import build
+        from canao.runtime import LocalModel
+
+        compiled = build(model, host_target, "canao", options={"yellow": "default"})
+        got = LocalModel.from_compiled(compiled, model.inputs).run({"x": x})
+        np.testing.assert_allclose(got, model.reference({"x": x}), rtol=1e-6, equal_nan=True)

@@ -68,9 +68,7 @@ def run(args) -> int:
     if args.fusion and "fusion" in report:
         from ..fusion.plan import FusionPlan
 
-        f = report["fusion"]
-        plan = FusionPlan(f["groups"], f["edges"], f["rewrites"], f["kernels_before"], f["kernels_after"], target.name)
-        print(plan.to_text())
+        print(FusionPlan.from_json(report["fusion"], target.name).to_text())  # with what stayed unfused
     k = report["kernels"]
     console.print(f"kernels per inference: stock {k['stock']}, canao {k['canao']} "
                   f"(ratio {k['canao'] / max(1, k['stock']):.2f})")
