@@ -1,4 +1,4 @@
-"""Helpers for tests and examples: the emulated device or a clear skip, tiny models, artifacts.
+"""Test helpers (only tests use them, so they live here): the emulated device or a clear skip, tiny models, artifacts.
 
 ``CANAO_REQUIRE_DEVICE=1`` (CI) turns every "skip" into a failure: there the device must exist.
 """
@@ -11,7 +11,7 @@ import numpy as np
 
 from canao.errors import CanaoError
 
-from .provision import Emulator, ensure_emulator, tools_missing
+from canao.android_runner.provision import Emulator, ensure_emulator, tools_missing
 
 
 def device_required() -> bool:

@@ -19,7 +19,7 @@ from canao.android_runner.elf import elf_arch
 from canao.android_runner.emulator import EmulatedDevice
 from canao.android_runner.remote import RemoteModel, run_remote, time_remote
 from canao.android_runner.session import DeviceError, connect
-from canao.android_runner.testing import emulator_or_skip, tiny_bert, tiny_mlp, write_artifact
+from android_helpers import emulator_or_skip, tiny_bert, tiny_mlp, write_artifact
 from canao.errors import CanaoError
 
 

@@ -13,7 +13,7 @@ from canao.android_runner import cli
 from canao.android_runner.emulator import EmulatedDevice
 from canao.android_runner.farm import MeasureJob, fan_out
 from canao.android_runner.session import tracker_summary, wait_for_devices
-from canao.android_runner.testing import emulator_or_skip, tiny_mlp, write_artifact
+from android_helpers import emulator_or_skip, tiny_mlp, write_artifact
 from canao.android_runner.tracker import LocalTracker
 
 KEY = "canao-test"

@@ -180,7 +180,7 @@ def test_deploy_on_emulated_device_records_check(echo_onnx, tmp_path):
     """End to end on the emulated aarch64 device (skipped without qemu): compile for the phone,
     `canao deploy`, and the manifest's check turns from unverified to passed on both outputs."""
     from canao.android_runner.emulator import EmulatedDevice
-    from canao.android_runner.testing import emulator_or_skip
+    from android_helpers import emulator_or_skip
 
     device = EmulatedDevice(emulator=emulator_or_skip()).launch()
     try:
