@@ -68,7 +68,9 @@ setup(
         # (the torch -> .tflite converter, litert-torch, pins typing-extensions below what TVM needs:
         # scripts/install.sh puts it in its own folder that canao calls in a subprocess)
         "baselines": ["ai-edge-litert==2.3.0"],
-        "test": ["pytest", "hypothesis"],
+        # pytest-random-order: CI runs the suite in a shuffled (seeded) order, so a test that only
+        # passes after another one (the MetaSchedule logger leak) shows up
+        "test": ["pytest", "hypothesis", "pytest-random-order"],
     },
     entry_points={"console_scripts": ["canao=canao.cli:main"]},
 )

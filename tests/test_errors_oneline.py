@@ -122,13 +122,19 @@ def test_missing_or_corrupt_params_is_one_line(small_artifact, tmp_path):
     assert_one_line_error(run_cli("run", art, *feed), "no lib.so", "recompile")
 
 
-def test_cross_target_build_is_unverified_until_deploy(echo_onnx, tmp_path):
-    out = tmp_path / "phone"
-    proc = run_cli("compile", echo_onnx, "--seq-len", SEQ, "--target", "android-arm64", "--pipeline", "stock",
+def _compile_for_phone(model, out):
+    """`canao compile` for android-arm64 (skipped where no cross compiler is installed)."""
+    proc = run_cli("compile", model, "--seq-len", SEQ, "--target", "android-arm64", "--pipeline", "stock",
                    "--threads", 2, "-o", out)
     if proc.returncode == 2 and "cross compiler" in proc.stderr:
         pytest.skip(proc.stderr.strip().splitlines()[-1])
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_cross_target_build_is_unverified_until_deploy(echo_onnx, tmp_path):
+    out = tmp_path / "phone"
+    proc = _compile_for_phone(echo_onnx, out)
     assert "unverified until `canao deploy" in proc.stderr
     check = json.loads((out / "manifest.json").read_text())["check"]
     assert check["status"] == "unverified" and "unverified until `canao deploy" in check["note"]
@@ -152,11 +158,7 @@ def test_deploy_records_the_device_check_atomically(echo_onnx, tmp_path):
     from canao.android_runner.cli import record_device_check
 
     out = tmp_path / "phone"
-    proc = run_cli("compile", echo_onnx, "--seq-len", SEQ, "--target", "android-arm64", "--pipeline", "stock",
-                   "--threads", 2, "-o", out)
-    if proc.returncode == 2 and "cross compiler" in proc.stderr:
-        pytest.skip(proc.stderr.strip().splitlines()[-1])
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _compile_for_phone(echo_onnx, out)
     before = sorted(p.name for p in out.iterdir())
 
     report = _fake_report(out, match_second=False)
