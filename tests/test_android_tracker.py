@@ -47,9 +47,16 @@ def candidates(tmp_path_factory, farm):
     return out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def ready_farm(farm, candidates):
+    """Both devices up and registered, before *every* test: a test that kills a device (the retry
+    test) must not leave the next one, in whatever order they run, with a farm of one."""
     tracker, devices = farm
+    for i, device in enumerate(list(devices)):
+        if not device.alive():
+            device.stop()
+            devices[i] = EmulatedDevice(tracker=(tracker.host, tracker.port), key=KEY,
+                                        emulator=device.emulator).start()
     for device in devices:
         device.wait_ready()
     wait_for_devices(tracker.address, KEY, 2, timeout=60)
@@ -151,12 +158,6 @@ def test_deploy_retries_on_another_device_from_the_tracker(ready_farm, candidate
     from canao.android_runner.deploy import deploy
 
     tracker, devices = ready_farm
-    for i, device in enumerate(list(devices)):  # replace a device an earlier test killed
-        if not device.alive():
-            device.stop()
-            devices[i] = EmulatedDevice(tracker=(tracker.host, tracker.port), key=KEY,
-                                        emulator=device.emulator).start()
-    wait_for_devices(tracker.address, KEY, 2, timeout=60)
     killed = []
 
     def kill_on_connect(message):
