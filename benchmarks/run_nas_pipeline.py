@@ -53,7 +53,7 @@ def stage_teacher():
 
 def stage_dataset(args, space, target, work):
     from canao.nas.latency_dataset import build_dataset
-    from canao.nas.measure import LocalMeasurer
+    from canao.nas.measurer import LocalMeasurer
 
     rows = build_dataset(space, target, args.n_archs, work / "latency.jsonl", seq_len=args.seq_len,
                          seed=args.seed, measurer=LocalMeasurer(repeat=args.latency_repeat, allow_busy=args.allow_busy))

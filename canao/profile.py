@@ -3,7 +3,7 @@
 What a TVM user reaches for first (``tvmc run --profile``), with what CANAO knows besides: the
 DNNFusion mapping type of each kernel, the operators fused into it, its FLOPs and its share of the
 FMA roofline measured on the same machine. Per-kernel times come from the VM's instrument hook
-(``canao.nas.measure.LocalMeasurer``: before/after every kernel call, median over runs); the
+(``canao.nas.measurer.LocalMeasurer``: before/after every kernel call, median over runs); the
 whole-model time is measured un-instrumented in the same process, so the per-kernel sum can be
 compared with it (the gap is VM overhead between calls plus the instrument's own cost).
 
@@ -75,7 +75,7 @@ def profile_compiled(compiled, imported, inputs: Dict[str, "object"], *, repeat:
     measurement it refuses to start on a machine already busy with another heavy job unless
     ``allow_busy`` (canao.measure.assert_quiet_machine)."""
     from canao.nas.kernels import kernel_table
-    from canao.nas.measure import LocalMeasurer
+    from canao.nas.measurer import LocalMeasurer
 
     measured = LocalMeasurer(warmup=5, repeat=repeat, kernel_repeat=kernel_repeat, allow_busy=allow_busy).measure(
         compiled, imported, inputs, kernels=True)

@@ -114,7 +114,7 @@ class LPFuse:
         return _pass
 
     def _decide_yellow(self, graph):
-        from .measure import measure_fusion
+        from .yellow_edges import measure_fusion
 
         def decide(grouping, a, b, edge):
             pa, pb = grouping.kind(a), grouping.kind(b)

@@ -46,7 +46,7 @@ def predicted_latency(predictor, space, target_spec=None, seq_len: Optional[int]
 
     from .kernels import kernel_table
     from .latency_dataset import _calls_guess
-    from .measure import compile_subnet
+    from .measurer import compile_subnet
 
     target_spec = target_spec or resolve_target("x86")
 
@@ -60,7 +60,7 @@ def predicted_latency(predictor, space, target_spec=None, seq_len: Optional[int]
 def measure_genes(space, genes, target_spec, seq_len: int, allow_busy: bool = False) -> dict:
     """Re-measure one architecture on the target through the measurement core: the latency row
     (``mean_ms`` = trimmed mean, plus reference time, load, tries, flagged)."""
-    from .measure import LocalMeasurer, compile_subnet
+    from .measurer import LocalMeasurer, compile_subnet
 
     imported, compiled, inputs = compile_subnet(space, genes, target_spec, seq_len)
     return LocalMeasurer(allow_busy=allow_busy).measure(compiled, imported, inputs, kernels=False).latency

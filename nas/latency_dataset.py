@@ -16,7 +16,7 @@ from canao.atomic import write_json
 from canao.errors import CanaoError
 
 from .kernels import kernel_table
-from .measure import LocalMeasurer, Measurer, compile_subnet
+from .measurer import LocalMeasurer, Measurer, compile_subnet
 
 
 def read_rows(path) -> List[dict]:

@@ -48,7 +48,7 @@ def _space_and_target(args):
 
 def _latency_dataset(args) -> int:
     from canao.nas.latency_dataset import build_dataset
-    from canao.nas.measure import LocalMeasurer
+    from canao.nas.measurer import LocalMeasurer
 
     space, target = _space_and_target(args)
     seq_len = args.seq_len or space.config.get("model", {}).get("seq_len", 128)

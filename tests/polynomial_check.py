@@ -58,7 +58,7 @@ def runtime_elementwise_flops(mod, func: str = "main") -> int:
     from tvm import relax
 
     from canao.fusion.polynomial.cost import OP_FLOPS, numel
-    from canao.fusion.polynomial.graph import BINARY, UNARY, static_shape
+    from canao.fusion.polynomial.relax_terms import BINARY, UNARY, static_shape
 
     names = dict(BINARY, **UNARY, **{"relax.power": "pow", "relax.where": "where"})
     lifted = relax.transform.LiftTransformParams()(mod)

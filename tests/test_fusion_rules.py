@@ -30,7 +30,7 @@ def test_commute_bias_add_puts_matmul_first():
     mod = _affine_module()
     records = []
     out = apply_rule(mod, MatmulFirstInAdd(), records)
-    from canao.fusion.graph import DataflowView, op_name
+    from canao.fusion.dataflow import DataflowView, op_name
 
     view = DataflowView(out["main"])
     add = next(v for v in view.var2val.values() if op_name(v) == "relax.add")

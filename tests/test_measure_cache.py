@@ -10,7 +10,7 @@ import canao
 from canao.codegen import pipeline
 from canao.codegen.tuning.apply import database_fingerprint
 from canao.fusion import LPFuse
-from canao.fusion.measure import cache_key
+from canao.fusion.yellow_edges import cache_key
 
 from fusion_helpers import build_module
 

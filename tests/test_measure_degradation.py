@@ -83,7 +83,7 @@ def test_build_carries_the_report(monkeypatch):
 
 
 def _graph_and_groups():
-    from canao.fusion.planner.graph import KernelGraph
+    from canao.fusion.planner.kernel_graph import KernelGraph
 
     mod = _legalized()
     graph = KernelGraph(mod, mod["main"])
@@ -91,7 +91,7 @@ def _graph_and_groups():
 
 
 def test_failed_fusion_measurement_is_recorded(monkeypatch, tmp_path):
-    import canao.fusion.measure as fm
+    import canao.fusion.yellow_edges as fm
     from canao.fusion import LPFuse
 
     monkeypatch.setenv("CANAO_CACHE", str(tmp_path))
@@ -109,7 +109,7 @@ def test_failed_fusion_measurement_is_recorded(monkeypatch, tmp_path):
 
 
 def test_planner_assertion_propagates_from_measurement_and_is_recorded(monkeypatch, tmp_path):
-    import canao.fusion.measure as fm
+    import canao.fusion.yellow_edges as fm
 
     monkeypatch.setenv("CANAO_CACHE", str(tmp_path))
 

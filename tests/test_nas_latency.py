@@ -7,7 +7,7 @@ import pytest
 from canao.codegen import resolve_target
 from canao.errors import CanaoError
 from canao.nas.latency_dataset import build_dataset, kernel_cache_path, read_rows
-from canao.nas.measure import LocalMeasurer, trimmed
+from canao.nas.measurer import LocalMeasurer, trimmed
 from canao.nas.predictor import evaluate, holdout_split, metrics
 from canao.nas.spaces import load_space
 

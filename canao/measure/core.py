@@ -1,9 +1,9 @@
 """The one measurement core: everything in CANAO that times code goes through here.
 
 Used by the benchmark (``canao.bench.timing``), the yellow-edge fusion measurements
-(``canao.fusion.measure``), the tuning baseline / variants / side-by-side verdict and the fusion
+(``canao.fusion.yellow_edges``), the tuning baseline / variants / side-by-side verdict and the fusion
 version choice (``canao.codegen.tuning.candidates``, ``versions``) and the NAS latency dataset
-(``canao.nas.measure``). What it does, in one place:
+(``canao.nas.measurer``). What it does, in one place:
 
 * **warm-up** calls of every candidate before anything is timed;
 * **interleaved rounds**: round r runs every candidate once, in rotating order, so a burst of load

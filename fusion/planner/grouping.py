@@ -14,7 +14,7 @@ acyclic by construction; ``cyclic_groups`` re-checks a finished plan independent
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
-from .graph import KernelGraph
+from .kernel_graph import KernelGraph
 from .mapping import Mapping
 from .table import GREEN, YELLOW, decide
 

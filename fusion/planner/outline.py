@@ -5,7 +5,7 @@ from typing import Dict, List
 import tvm
 from tvm import relax
 
-from .graph import KernelGraph
+from .kernel_graph import KernelGraph
 
 
 def _substitute(expr, remap: Dict[relax.Var, relax.Expr]):

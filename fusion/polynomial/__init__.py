@@ -6,7 +6,7 @@
 """
 from .cost import Cost, LeafInfo
 from .egraph import FAMILIES, Limits
-from .graph import weight_params
+from .relax_terms import weight_params
 from .pass_ import PolynomialSimplify
 from .records import RewriteLog, RewriteRecord
 

@@ -1,6 +1,6 @@
 """``PolynomialSimplify``: the Relax module pass that rewrites element-wise DAGs by algebra.
 
-For every Relax function: find the element-wise DAGs of each dataflow block (graph.py), load all of
+For every Relax function: find the element-wise DAGs of each dataflow block (relax_terms.py), load all of
 them into one e-graph and saturate (egraph.py), extract the cheapest form of every root under the
 broadcast-aware cost (cost.py), and re-emit a DAG only when its cost strictly drops. Roots keep their
 Relax vars (and so their shapes and dtypes); values that depend only on weights (params after
@@ -14,7 +14,7 @@ import numpy as np
 from . import term as tm
 from .cost import Cost, Shapes, broadcast, dag_cost
 from .egraph import DTYPE_RANGE, Limits, extract, saturate
-from .graph import BlockTerms, static_shape, users, weight_params
+from .relax_terms import BlockTerms, static_shape, users, weight_params
 from .records import RewriteLog, RewriteRecord
 
 _ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}

@@ -26,7 +26,7 @@ from canao.measure.report import LEFT_FP32, record
 import tvm
 from tvm import relax
 
-from ..graph import DataflowView, op_name, shape_of
+from ..dataflow import DataflowView, op_name, shape_of
 from ..rewrites.base import RewriteRecord
 from . import kernels
 

@@ -12,7 +12,7 @@ import tvm_ffi
 from tvm import relax
 from tvm.relax.dpl import ConstantPattern, WildcardPattern, is_const, is_op, wildcard
 
-from ..graph import scalar_constant, shape_of
+from ..dataflow import scalar_constant, shape_of
 from .base import Match, Rule
 
 # Operators that only move data: a scalar multiply commutes with them.

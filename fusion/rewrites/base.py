@@ -12,7 +12,7 @@ from typing import Callable, Dict, List, Optional
 import tvm
 from tvm import relax
 
-from ..graph import DataflowView, op_name
+from ..dataflow import DataflowView, op_name
 
 
 @dataclass

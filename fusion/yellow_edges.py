@@ -14,7 +14,7 @@ from tvm import relax
 
 from canao.atomic import write_json
 
-from .planner.graph import KernelGraph
+from .planner.kernel_graph import KernelGraph
 from .planner.outline import _reads, _substitute, outline_groups
 
 
