@@ -29,35 +29,15 @@ class Mapping(enum.IntEnum):
 _SHUFFLE_HINTS = ("transpose", "permute")
 
 
-def _is_load(expr) -> bool:
-    return type(expr).__name__ in ("BufferLoad", "TensorLoad")
-
-
-def _source(load):
-    """The buffer a load reads (this TVM's TensorLoad calls it ``source``)."""
-    return getattr(load, "buffer", None) or getattr(load, "source", None)
-
-
-def _same_buffer(a, b) -> bool:
-    return a is not None and b is not None and (a.same_as(b) or a.same_as(getattr(b, "data", None))
-                                                or b.same_as(getattr(a, "data", None)))
-
-
-def _accumulated(body):
-    """For ``C[..] = C[..] + e`` return e, else None."""
-    if type(body).__name__ not in ("BufferStore", "TensorStore") or type(body.value).__name__ != "Add":
-        return None
-    a, b = body.value.a, body.value.b
-    if _is_load(a) and _same_buffer(_source(a), body.buffer):
-        return b
-    if _is_load(b) and _same_buffer(_source(b), body.buffer):
-        return a
-    return None
-
-
 def _block_structure(func):
-    """(has a reduction block, has a GEMM-like one: acc += A[..] * B[..] over two inputs)."""
+    """(has a reduction block, has a GEMM-like one, number of blocks).
+
+    GEMM-like: what the default Matmul schedule's detector (``match_gemm_update``, the one GEMM
+    test in CANAO) accepts, with the two multiplicands read from different buffers.
+    """
     from tvm import s_tir
+
+    from canao.codegen.schedules.rules.matmul import match_gemm_update
 
     sch = s_tir.Schedule(func)
     blocks, stack = [], list(sch.get_child_blocks(sch.get_sblock("root")))
@@ -65,26 +45,14 @@ def _block_structure(func):
         rv = stack.pop()
         blocks.append(sch.get(rv))
         stack.extend(sch.get_child_blocks(rv))
-    def strip_cast(e):
-        while type(e).__name__ == "Cast":
-            e = e.value
-        return e
-
     reduction = gemm = False
     for block in blocks:
-        if not any(int(iv.iter_type) == 2 for iv in block.iter_vars):  # CommReduce
+        if not any(iv.iter_type == tirx.IterVar.CommReduce for iv in block.iter_vars):
             continue
         reduction = True
-        expr = _accumulated(block.body)
-        if expr is None:
-            continue
-        expr = strip_cast(expr)
-        # match node kinds by type name: this TVM renames loads (TensorLoad) and exposes some
-        # node kinds as builder functions rather than classes
-        if type(expr).__name__ == "Mul":
-            a, b = strip_cast(expr.a), strip_cast(expr.b)
-            if _is_load(a) and _is_load(b) and not _same_buffer(_source(a), _source(b)):
-                gemm = True
+        update = match_gemm_update(block)
+        if update is not None and update.two_inputs:
+            gemm = True
     return reduction, gemm, len(blocks)
 
 

@@ -35,15 +35,57 @@ class MatmulShape:
     vector_operand: int  # 0 or 1: which multiplicand is loaded as vectors
 
 
-def _load(expr):
-    """The buffer load under an optional Cast."""
-    if isinstance(expr, tirx.Cast):
-        expr = expr.value
-    return expr if isinstance(expr, TensorLoad) else None
-
-
 def _loads_from(expr, buffer) -> bool:
     return isinstance(expr, TensorLoad) and expr.source.same_as(buffer)
+
+
+def _strip_casts(expr):
+    while isinstance(expr, tirx.Cast):
+        expr = expr.value
+    return expr
+
+
+@dataclass
+class GemmUpdate:
+    """The multiply-accumulate ``C[..] = C[..] + A[..] * B[..]`` of a GEMM-like TIR block."""
+
+    store: object  # the tirx.BufferStore into C
+    a: TensorLoad  # the two multiplicands, in the product's order (casts stripped)
+    b: TensorLoad
+    reduce_vars: List[int]  # indices of the block's CommReduce iter vars (at least one)
+
+    @property
+    def two_inputs(self) -> bool:
+        """The multiplicands are loads of two different buffers (A x B, not A x A^T or a sum of squares)."""
+        return not self.a.source.same_as(self.b.source)
+
+
+def match_gemm_update(block) -> Optional[GemmUpdate]:
+    """The GEMM-like update of a TIR block (an SBlock, e.g. ``sch.get(block_rv)``), else None.
+
+    CANAO's one test of "this block is a matmul": the default Matmul schedule (``match_matmul``,
+    which adds the loop-structure conditions its schedule needs) and LP-Fusion's mapping types
+    (``canao.fusion.planner.mapping``) both ask it. Read off the block: at least one CommReduce
+    iter var, and a body that stores into C a load of C plus the product of two loads, casts
+    allowed around the product and each multiplicand (int8 x int8 -> int32, mixed precision).
+    """
+    reduce_vars = [i for i, iv in enumerate(block.iter_vars) if iv.iter_type == tirx.IterVar.CommReduce]
+    if not reduce_vars:
+        return None
+    store = block.body
+    if not isinstance(store, tirx.BufferStore) or not isinstance(store.value, tirx.Add):
+        return None
+    lhs, rhs = store.value.a, store.value.b
+    acc, prod = (lhs, rhs) if _loads_from(lhs, store.buffer) else (rhs, lhs)
+    if not _loads_from(acc, store.buffer):
+        return None
+    prod = _strip_casts(prod)
+    if not isinstance(prod, tirx.Mul):
+        return None
+    a, b = _strip_casts(prod.a), _strip_casts(prod.b)
+    if not (isinstance(a, TensorLoad) and isinstance(b, TensorLoad)):
+        return None
+    return GemmUpdate(store, a, b, reduce_vars)
 
 
 def _vars(indices):
@@ -58,24 +100,13 @@ def _contains(var_set, var):
 
 
 def match_matmul(sch, block_rv) -> Optional[MatmulShape]:
+    """The matmul this rule schedules: a ``match_gemm_update`` block with one reduction var and an
+    init, one trivially bound loop per iter var, and a multiplicand loadable as vectors along n."""
     block = sch.get(block_rv)
-    kinds = [iv.iter_type for iv in block.iter_vars]
-    if kinds.count(tirx.IterVar.CommReduce) != 1 or block.init is None:
+    update = match_gemm_update(block)
+    if update is None or len(update.reduce_vars) != 1 or block.init is None:
         return None
-    store = block.body
-    if not isinstance(store, tirx.BufferStore) or not isinstance(store.value, tirx.Add):
-        return None
-    lhs, rhs = store.value.a, store.value.b
-    acc, prod = (lhs, rhs) if _loads_from(lhs, store.buffer) else (rhs, lhs)
-    if not _loads_from(acc, store.buffer):
-        return None
-    if isinstance(prod, tirx.Cast):
-        prod = prod.value
-    if not isinstance(prod, tirx.Mul):
-        return None
-    a, b = _load(prod.a), _load(prod.b)
-    if a is None or b is None:
-        return None
+    store, a, b = update.store, update.a, update.b
     # loop structure: one loop per iter var, in order, bound trivially
     loops = sch.get_loops(block_rv)
     realize = _realize(sch, block_rv)
@@ -85,7 +116,7 @@ def match_matmul(sch, block_rv) -> Optional[MatmulShape]:
         if not (isinstance(value, tirx.Var) and value.same_as(sch.get(lp).loop_var)):
             return None
     iv = [v.var for v in block.iter_vars]
-    k = kinds.index(tirx.IterVar.CommReduce)
+    k = update.reduce_vars[0]
     va, vb, vc = _vars(a.indices), _vars(b.indices), _vars(store.indices)
     if not (_contains(va, iv[k]) and _contains(vb, iv[k])):
         return None
