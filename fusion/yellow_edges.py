@@ -159,7 +159,7 @@ def measure_fusion(graph: KernelGraph, group_a: List[int], group_b: List[int], t
     result = {"fused_ms": row.best_ms("fused"), "split_ms": row.best_ms("split"),
               "fused_median_ms": row.median_ms("fused"), "split_median_ms": row.median_ms("split"),
               "fused_ratio": row.ratio("fused"), "split_ratio": row.ratio("split"), "noise": row.noise()}
-    if key is not None:
+    if key is not None and not row.flagged:  # a noisy decision is taken, but measured again next build
         cache = _load_cache()
         cache[key] = result
         write_json(cache_path(), cache)

@@ -138,7 +138,27 @@ def can_merge(g: Grouping, a: int, b: int) -> Optional[str]:
     # binding that is not a kernel) lies on a path from one to the other
     if (g.down[a] & g.up[b] & ~both) or (g.down[b] & g.up[a] & ~both):
         return "not convex: a path leaves the group and re-enters it"
+    if len(group_outputs(graph, both)) > 1:
+        return "would make a multi-output kernel: a member's result is also read outside the group"
     return None
+
+
+def group_outputs(graph: KernelGraph, mask: int) -> List[int]:
+    """Members of the vertex set ``mask`` whose value is read outside it (or leaves the block).
+
+    Groups keep to one such member, as TVM's FuseOps does: when a producer's result is read
+    elsewhere too it is written to memory anyway, so fusing a consumer saves no traffic, and the
+    kernel then writes two results (a reshape fused that way turns a free view into a copy) and
+    no longer has the single anchor our schedule rules tile (measured on MiniLM: LayerNorm with
+    its reshape fused ran single-threaded, 4x slower than alone).
+    """
+    outputs = []
+    for v in _bits(mask):
+        if v < len(graph.nodes) and graph.is_block_output(v):
+            outputs.append(v)
+        elif graph.succ[v] & ~mask:
+            outputs.append(v)
+    return outputs
 
 
 def cyclic_groups(graph: KernelGraph, groups: List[List[int]]) -> List[int]:
@@ -240,6 +260,8 @@ def plan_groups(graph: KernelGraph, decide_yellow: Callable[[Grouping, int, int,
             break
     for (p, c), edge in decisions.items():
         edge.fused = g.find(p) == g.find(c)
+        if edge.fused and "not fused" in edge.reason:  # refused once, joined later through other edges
+            edge.reason = decide(graph.nodes[p].mapping, graph.nodes[c].mapping)[1] + "; fused through the group"
     for p, c in graph.edges():
         if (p, c) not in decisions:
             colour, reason = decide(graph.nodes[p].mapping, graph.nodes[c].mapping)

@@ -86,6 +86,8 @@ class KernelGraph:
         self.vertex_of_var: Dict[relax.Var, int] = {}
         self.desc: List[int] = []
         self.anc: List[int] = []
+        self.succ: List[int] = []
+        self.block_outputs: set = set()
         self.skipped: Optional[str] = None  # why this function is left to stock fusion
         blocks = [b for b in func.body.blocks if isinstance(b, relax.DataflowBlock)]
         if len(blocks) != 1:
@@ -166,6 +168,9 @@ class KernelGraph:
         for v in range(total):
             for u in preds[v]:
                 succs[u].append(v)
+        self.succ = [sum(1 << c for c in set(cs)) for cs in succs]  # direct readers, as bitmasks
+        # vertices whose value leaves the dataflow block (the function's results)
+        self.block_outputs = {self.vertex_of_var[b.var] for b in bindings if not isinstance(b.var, relax.DataflowVar)}
         self.desc = [0] * total
         for v in reversed(topo):
             mask = 0
@@ -176,6 +181,9 @@ class KernelGraph:
     @property
     def num_vertices(self) -> int:
         return len(self.nodes) + len(self.others)
+
+    def is_block_output(self, v: int) -> bool:
+        return v in self.block_outputs
 
     def _producer(self, expr) -> Optional[int]:
         if isinstance(expr, relax.Var):

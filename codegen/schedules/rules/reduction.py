@@ -26,8 +26,7 @@ class RowReduction(CPURule):
         if not any("R" in iter_kinds(sch, b) for b in blocks) or find_matmul(sch) is not None:
             return None
         inline_spatial_blocks(sch, func)
-        for blk in root_blocks(sch):
-            _vector_partial_sums(sch, blk, traits)
+        partials = [name for blk in root_blocks(sch) for name in [_vector_partial_sums(sch, blk, traits)] if name]
         blocks = root_blocks(sch)
         leads = [_leading_spatial(loop_kinds(sch, b)) for b in blocks]
         if min(leads) == 0:
@@ -47,6 +46,8 @@ class RowReduction(CPURule):
         for blk in reversed(blocks[:-1]):
             if attempt(sch.compute_at, blk, rows, preserve_unit_loops=True):
                 placed.add(sch.get(blk).name_hint)
+        for name in partials:
+            _lanes_innermost(sch, sch.get_sblock(name), traits)
         for blk in root_blocks(sch):
             lanes = traits.lanes(dtype_bits(sch, blk))
             if "R" not in iter_kinds(sch, blk):
@@ -83,8 +84,24 @@ def _row_loops(sch, blocks, leads) -> int:
     return min(count, len(anchor_loops) - 1) if len(anchor_loops) > 1 else count
 
 
-def _vector_partial_sums(sch, block, traits) -> bool:
-    """Turn ``acc = f(acc, x[k])`` over a row into ``lanes`` independent partial accumulators
+def _lanes_innermost(sch, block, traits) -> bool:
+    """After compute_at a partial-sum block's loops follow its iter vars (lanes first, then the
+    row's k chunks), so the vectorised lane loop ends up outside and the sums run scalar with a
+    stride. Put the lane loop innermost again and vectorise it."""
+    loops = sch.get_loops(block)
+    kinds = loop_kinds(sch, block)
+    lanes = traits.lanes(dtype_bits(sch, block))
+    lane = next((lp for lp, kind in zip(loops, kinds) if kind == "S" and extent(sch, lp) == lanes), None)
+    reduce = [lp for lp, kind in zip(loops, kinds) if kind == "R"]
+    if lane is None or len(reduce) != 1 or loops.index(lane) == len(loops) - 1:
+        return False
+    if not attempt(sch.reorder, reduce[0], lane):
+        return False
+    return attempt(sch.vectorize, sch.get_loops(block)[-1]) if extent(sch, sch.get_loops(block)[-1]) == lanes else False
+
+
+def _vector_partial_sums(sch, block, traits) -> str:
+    """(The partial-sum block's name, or "" when not done.) Turn ``acc = f(acc, x[k])`` over a row into ``lanes`` independent partial accumulators
     updated as one vector (rfactor on the inner split of k), then a short final reduction.
 
     LLVM will not reorder a float reduction itself, so without this a row sum / max is a scalar
@@ -93,17 +110,17 @@ def _vector_partial_sums(sch, block, traits) -> bool:
     kinds = iter_kinds(sch, block)
     loops = sch.get_loops(block)
     if kinds.count("R") != 1 or loop_kinds(sch, block) != "S" * (len(loops) - 1) + "R":
-        return False
+        return ""
     lanes = traits.lanes(dtype_bits(sch, block))
     k_len = extent(sch, loops[-1])
     if k_len is None or lanes < 2 or k_len % lanes or k_len < 2 * lanes:
-        return False
+        return ""
     name = sch.get(block).name_hint
     _, k_inner = sch.split(loops[-1], factors=[None, lanes])
     try:
         partial = sch.rfactor(k_inner, factor_axis=len(kinds) - 1)
     except Exception:  # not a recognised commutative reducer: undo by re-reading the block
         sch.fuse(*sch.get_loops(sch.get_sblock(name))[-2:])
-        return False
+        return ""
     sch.vectorize(sch.get_loops(partial)[-1])
-    return True
+    return sch.get(partial).name_hint
