@@ -127,7 +127,7 @@ def test_planner_assertion_propagates_from_measurement_and_is_recorded(monkeypat
 def test_tuning_baseline_and_variant_check_failures_are_recorded(monkeypatch):
     from canao.codegen.targets import resolve_target
     from canao.codegen.tuning.baseline import default_modules
-    from canao.codegen.tuning.candidates import agrees
+    from canao.codegen.tuning.kernel_check import agrees
     from canao.codegen.tuning.tasks import TuningTask
 
     mod = _legalized()

@@ -1,11 +1,9 @@
-"""Tuning bookkeeping without running MetaSchedule: trial shares, the torn-line repair that makes
-the JSON database survive kill -9, record counting, and batch sizes."""
-import json
-
+"""Tuning bookkeeping without running MetaSchedule's search: trial shares, the torn-line repair that
+makes the JSON database survive kill -9, record counting over real records, and batch sizes."""
 import pytest
 
 from canao.codegen.tuning.store import TuningStore
-from canao.codegen.tuning.tasks import TuningTask, allocate_trials
+from canao.codegen.tuning.tasks import TuningTask, allocate_trials, task_key
 from canao.codegen.tuning.tuner import _slice_size, _targets
 
 
@@ -40,22 +38,26 @@ def test_batches_never_leave_a_short_tail():
     assert _slice_size(5, 32) == 5
 
 
-def _write_db(tmp_path, records_text):
-    (tmp_path / "database_workload.json").write_text('["111","AAA"]\n["222","BBB"]\n')
-    (tmp_path / "database_tuning_record.json").write_text(records_text)
-
-
 def test_torn_last_line_is_dropped_and_records_are_counted(tmp_path):
-    good = [json.dumps([0, [["trace"], [1e-5], {"kind": "llvm"}, []]]),
-            json.dumps([1, [["trace"], [2e-5], {"kind": "llvm"}, []]]),
-            json.dumps([0, [["trace"], None, {"kind": "llvm"}, []]])]
-    torn = json.dumps([1, [["trace"], [3e-5]]])[:-7]  # what kill -9 mid-append leaves
-    _write_db(tmp_path, "\n".join(good) + "\n" + torn)
+    from tuning_records import commit, matmul, split_inner
+
+    small, large = matmul(16), matmul(24)
+    commit(tmp_path, [(small, split_inner(small, 4), [1e-5]), (large, split_inner(large, 8), [2e-5]),
+                      (small, split_inner(small, 8), None)])  # a trial that failed to build or run
     store = TuningStore(tmp_path)
+    good = store.records_path.read_text()
+    last = good.splitlines()[-1]
+    store.records_path.write_text(good + last[: len(last) // 2])  # what kill -9 mid-append leaves
+    expected = {task_key(small): 2, task_key(large): 1}
+    assert store.record_counts() == expected  # a reader skips the torn line without touching the file
+    assert store.records_path.read_text().endswith(last[: len(last) // 2])
     assert store.repair() == 1
-    assert store.records_path.read_text() == "\n".join(good) + "\n"
-    assert store.record_counts() == {"111": 2, "222": 1}
+    assert store.records_path.read_text() == good
     assert store.repair() == 0  # idempotent
+    assert store.record_counts() == expected
+    best = store.best_records()
+    assert [float(s) for s in best[task_key(small)].run_secs] == [1e-5]  # the failed trial never wins
+    assert store.open_database().has_workload(large)  # MetaSchedule itself loads the repaired tables
 
 
 def test_missing_database_counts_nothing(tmp_path):
@@ -76,19 +78,24 @@ def test_manifest_for_another_target_is_refused(tmp_path):
 
 
 def test_only_tuned_kernels_faster_than_the_defaults_are_applied(tmp_path):
-    from canao.codegen.tuning.apply import APPLIED, _winners
+    from tvm_ffi import structural_equal
 
-    records = [json.dumps([0, [["t"], [4e-5], {"kind": "llvm"}, []]]),
-               json.dumps([0, [["t"], [1e-5], {"kind": "llvm"}, []]]),  # task 111: 10 us tuned
-               json.dumps([1, [["t"], [9e-5], {"kind": "llvm"}, []]])]  # task 222: 90 us tuned
-    _write_db(tmp_path, "\n".join(records) + "\n")
+    from canao.codegen.tuning.apply import APPLIED, _winners
+    from tuning_records import applied_schedule, commit, matmul, split_inner
+
+    small, large = matmul(16), matmul(24)
+    fastest = split_inner(small, 8)
+    commit(tmp_path, [(small, split_inner(small, 4), [4e-5]),
+                      (small, fastest, [1e-5]),  # small: 10 us tuned
+                      (large, split_inner(large, 8), [9e-5])])  # large: 90 us tuned
     store = TuningStore(tmp_path)
-    store.save_manifest({"tasks": {"111": {"default_us": 30.0}, "222": {"default_us": 50.0}}})
+    store.save_manifest({"tasks": {task_key(small): {"default_us": 30.0}, task_key(large): {"default_us": 50.0}}})
     folder = _winners(store)
     assert folder == tmp_path / APPLIED
     subset = TuningStore(folder)
-    assert subset.record_counts() == {"111": 1}  # 222's default (50 us) beats its tuned kernel
-    assert json.loads(subset.records_path.read_text())[1][1] == [1e-5]  # the fastest record only
+    assert subset.record_counts() == {task_key(small): 1}  # large's default (50 us) beats its tuned kernel
+    assert structural_equal(applied_schedule(folder, small), fastest.mod)  # the fastest record only
+    assert applied_schedule(folder, large) is None
 
     store.save_manifest({"tasks": {}})  # a database tuned elsewhere: applied as it is
     assert _winners(store) == tmp_path

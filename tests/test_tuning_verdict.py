@@ -1,7 +1,5 @@
 """Tuning that starts from the default schedules (register-tile variants) and the side-by-side
 verdict that decides which kernel a build uses."""
-import json
-
 import numpy as np
 import pytest
 
@@ -70,35 +68,32 @@ def test_non_matmul_kernels_have_no_variants(host_target):
     assert variant_schedules(task, host_target.tvm_target()) == {}
 
 
-def _fake_db(folder, rows):
-    """rows: [(key, seconds)] -> a JSON database of opaque records (what best_records reads)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    keys = sorted({k for k, _ in rows})
-    (folder / "database_workload.json").write_text("".join(f'["{k}","W{k}"]\n' for k in keys))
-    (folder / "database_tuning_record.json").write_text("".join(
-        json.dumps([keys.index(k), [[f"trace-{folder.name}-{k}"], [s], {"kind": "llvm"}, []]]) + "\n"
-        for k, s in rows))
-
-
 def test_build_applies_each_kernels_side_by_side_winner(tmp_path):
-    """111: the verdict keeps the default although the stored tuned time looks faster; 222: the
-    variant won; 333: the verdict is stale (a later record), so stored times decide."""
-    from canao.codegen.tuning.apply import _winners
+    """first: the verdict keeps the default although the stored tuned time looks faster; second:
+    the variant won; third: the verdict is stale (a later record), so stored times decide."""
+    from tvm_ffi import structural_equal
 
+    from canao.codegen.tuning.apply import _winners
+    from canao.codegen.tuning.tasks import task_key
+    from tuning_records import applied_schedule, commit, matmul, split_inner
+
+    first, second, third = matmul(16), matmul(24), matmul(32)
+    tuned = {mod: split_inner(mod, 4) for mod in (first, second, third)}  # MetaSchedule's records
+    variant = split_inner(second, 8)  # the tile variant's record
     store = TuningStore(tmp_path / "db")
-    _fake_db(store.dir, [("111", 1e-6), ("222", 5e-6), ("333", 1e-6), ("333", 2e-6)])
-    _fake_db(variants_store(store).dir, [("222", 4e-6)])
+    commit(store.dir, [(first, tuned[first], [1e-6]), (second, tuned[second], [5e-6]),
+                       (third, tuned[third], [1e-6]), (third, split_inner(third, 8), [2e-6])])
+    commit(variants_store(store).dir, [(second, variant, [4e-6])])
     store.save_manifest({"tasks": {
-        "111": {"default_us": 50.0, "verdict": {"choice": "default", "records": 1, "variant_records": 0}},
-        "222": {"default_us": 50.0, "verdict": {"choice": "variant", "records": 1, "variant_records": 1}},
-        "333": {"default_us": 50.0, "verdict": {"choice": "default", "records": 1, "variant_records": 0}},
+        task_key(first): {"default_us": 50.0, "verdict": {"choice": "default", "records": 1, "variant_records": 0}},
+        task_key(second): {"default_us": 50.0, "verdict": {"choice": "variant", "records": 1, "variant_records": 1}},
+        task_key(third): {"default_us": 50.0, "verdict": {"choice": "default", "records": 1, "variant_records": 0}},
     }})
     applied = _winners(store)
-    records = (applied / "database_tuning_record.json").read_text()
-    workloads = (applied / "database_workload.json").read_text()
-    assert "trace-variants-222" in records and "trace-db-222" not in records
-    assert '"111"' not in workloads
-    assert "trace-db-333" in records  # stale verdict: 1 us stored beats the 50 us default
+    assert applied_schedule(applied, first) is None  # the default: no record
+    assert structural_equal(applied_schedule(applied, second), variant.mod)
+    assert not structural_equal(applied_schedule(applied, second), tuned[second].mod)
+    assert structural_equal(applied_schedule(applied, third), tuned[third].mod)  # 1 us stored beats the 50 us default
 
 
 def _matmul_transpose_task():
@@ -123,20 +118,20 @@ def test_the_numeric_check_accepts_exactly_the_variants_that_compute_the_referen
 
     from canao.codegen.schedules.rules import Matmul
     from canao.codegen.schedules.target_traits import cpu_traits
-    from canao.codegen.tuning.candidates import _random_args, agrees
+    from canao.codegen.tuning.kernel_check import agrees, random_args
     from canao.codegen.tuning.variants import variant_schedules
 
     task = _matmul_transpose_task()
     target = host_target.tvm_target()
     with target:
         default = Matmul().schedule(task.mod["main"], target, cpu_traits(target)).mod
-    args = [a.numpy() for a in _random_args(default["main"], 0)]
+    args = [a.numpy() for a in random_args(default["main"], 0)]
     expected = (args[0] @ args[1]).reshape(128, 12, 32).transpose(1, 0, 2)
     schedules = variant_schedules(task, target)
     assert schedules
     for tile, sch in schedules.items():
         lib = tvm.tirx.build(sch.mod, target=target)
-        run = _random_args(sch.mod["main"], 0)
+        run = random_args(sch.mod["main"], 0)
         lib["main"](*run)
         right = np.allclose(run[2].numpy(), expected, rtol=1e-4, atol=1e-3)
         assert agrees(sch.mod, default, target) == right, f"tile {tile}"

@@ -36,17 +36,19 @@ def _winners(store: TuningStore):
     each kernel's winner (default schedule = no record, best tile variant, or MetaSchedule's
     best), as the side-by-side verdict of `canao tune` decided, so tuning never makes a kernel
     slower. A verdict made stale by later records falls back to comparing stored times."""
-    from .store import write_database
+    from .store import mean_run_seconds, write_database
     from .variants import variants_store
     from .verdict import is_current
 
     tasks = store.load_manifest().get("tasks", {})
     if not any("default_us" in entry or "verdict" in entry for entry in tasks.values()):
         return store.dir
-    variants = variants_store(store)
-    best, variant_best = store.best_records(), variants.best_records()
-    counts, variant_counts = store.record_counts(), variants.record_counts()
-    entries = []
+    tuned, variant = store.scan(), variants_store(store).scan()
+    best = {key: t.best for key, t in tuned.items() if t.best is not None}
+    variant_best = {key: t.best for key, t in variant.items() if t.best is not None}
+    counts = {key: t.count for key, t in tuned.items()}
+    variant_counts = {key: t.count for key, t in variant.items()}
+    winners = []
     for key in sorted(set(best) | set(variant_best)):
         entry = tasks.get(key, {})
         verdict = entry.get("verdict")
@@ -54,16 +56,16 @@ def _winners(store: TuningStore):
             choice = verdict["choice"]
         else:
             stored = {"default": entry.get("default_us"),
-                      "tuned": 1e6 * best[key][0] if key in best else None,
-                      "variant": 1e6 * variant_best[key][0] if key in variant_best else None}
+                      "tuned": 1e6 * mean_run_seconds(best[key]) if key in best else None,
+                      "variant": 1e6 * mean_run_seconds(variant_best[key]) if key in variant_best else None}
             timed = {n: us for n, us in stored.items() if us is not None}
             choice = min(timed, key=timed.get) if "default" in timed else (
                 "tuned" if key in best else "variant")
         if choice == "tuned":
-            entries.append(best[key][1:])
+            winners.append(best[key])
         elif choice == "variant":
-            entries.append(variant_best[key][1:])
-    write_database(store.dir / APPLIED, entries)
+            winners.append(variant_best[key])
+    write_database(store.dir / APPLIED, winners)
     return store.dir / APPLIED
 
 

@@ -43,8 +43,8 @@ def default_modules(tasks: List[TuningTask], target_spec, schedule) -> list:
 
 def measure_defaults(tasks: List[TuningTask], target_spec, builder, runner, schedule) -> Dict[str, Optional[float]]:
     """{task key: mean run time in microseconds under the default schedules, None if it failed}."""
-    from .candidates import measure_modules
+    from .kernel_timing import measure_modules
 
-    times = measure_modules(default_modules(tasks, target_spec, schedule), target_spec, builder, runner,
-                            names=[f"{t.name} (default schedule)" for t in tasks])
+    times, _row = measure_modules(default_modules(tasks, target_spec, schedule), target_spec, builder, runner,
+                                  names=[f"{t.name} (default schedule)" for t in tasks])
     return {task.key: us for task, us in zip(tasks, times)}

@@ -1,28 +1,39 @@
 """The tuning work dir: MetaSchedule's JSON database plus a small manifest, kept consistent
 across kill -9.
 
-MetaSchedule's JSON database appends one line per record as each batch is measured, so what is
-on disk is everything measured up to the last finished batch; a kill can only leave a torn
-last line, which ``repair`` trims before the database is opened. The database is the source of
-truth for how many trials each task has had; the manifest adds what the records cannot say
-(a task whose search space is exhausted, the tuning time spent so far).
+Records are read and written only through MetaSchedule's database API (``JSONDatabase``,
+``TuningRecord``, ``Workload``), never by parsing its files. The one thing the API cannot do is
+recover from a kill: the database appends one line per record as each batch is measured, so a
+kill can leave a torn last line, and ``JSONDatabase`` refuses to load a file with one. ``repair``
+trims it before the database is opened for writing; readers load a copy of the complete lines,
+so they never block on (or change) a database another process is tuning into. The database is
+the source of truth for how many trials each task has had; the manifest adds what the records
+cannot say (a task whose search space is exhausted, the tuning time spent so far, the verdicts).
 """
 import json
 import os
-import re
+import tempfile
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Iterable, List, Optional
 
 from canao.atomic import write_json, write_text
+
+from .tasks import task_key
 
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
 MANIFEST = "canao_tuning.json"
 COST_MODEL = "cost_model.tar"
+MODULE_EQUALITY = "structural"  # what task keys hash (tasks.task_key), so lookups agree with them
 
-_RECORD_PREFIX = re.compile(r"^\[\s*(\d+)\s*,")
-_WORKLOAD_PREFIX = re.compile(r'^\[\s*"(\d+)"\s*,')
+
+@dataclass
+class TaskRecords:
+    """What the database holds for one task: how many trials, and its fastest valid record."""
+    count: int
+    best: Optional[object]  # TuningRecord; None when every trial failed to build or run
 
 
 class TuningStore:
@@ -51,64 +62,67 @@ class TuningStore:
             if not path.exists():
                 continue
             text = path.read_text()
-            lines = text.splitlines()
-            while lines and not _parses(lines[-1]):
-                lines.pop()
-                dropped += 1
-            fixed = "".join(line + "\n" for line in lines if line.strip())
-            if fixed != text:
+            lines = _complete_lines(text)
+            dropped += len([line for line in text.splitlines() if line.strip()]) - len(lines)
+            fixed = "".join(line + "\n" for line in lines)
+            if fixed != text:  # also ends a complete last line, so the next append starts a new one
                 write_text(path, fixed)
         return dropped
 
     def open_database(self):
-        """MetaSchedule's JSONDatabase over this dir (created if missing, repaired first)."""
+        """MetaSchedule's JSONDatabase over this dir, for the process that tunes into it (created
+        if missing, repaired first)."""
         from tvm.s_tir.meta_schedule.database import JSONDatabase
 
         self.dir.mkdir(parents=True, exist_ok=True)
         self.repair()
         return JSONDatabase(str(self.workloads_path), str(self.records_path), allow_missing=True,
-                            module_equality="structural")
+                            module_equality=MODULE_EQUALITY)
+
+    def scan(self) -> Dict[str, TaskRecords]:
+        """{task key: its trial count and best record}, from one read of the database."""
+        database = self._read()
+        if database is None:
+            return {}
+        counts: Counter = Counter()
+        workloads = {}
+        for record in database.get_all_tuning_records():
+            if record.workload not in workloads:
+                workloads[record.workload] = task_key(record.workload.mod)
+            counts[workloads[record.workload]] += 1
+        out = {}
+        for workload, key in workloads.items():
+            top = database.get_top_k(workload, 1)  # valid records only: failed trials never win
+            out[key] = TaskRecords(counts[key], top[0] if top else None)
+        return out
 
     def record_counts(self) -> Dict[str, int]:
-        """Trials on disk per task key (structural hash), read straight from the tables."""
-        if not self.exists():
-            return {}
-        keys = []
-        for line in self.workloads_path.read_text().splitlines():
-            match = _WORKLOAD_PREFIX.match(line)
-            keys.append(match.group(1) if match else None)
-        counts: Counter = Counter()
-        for line in self.records_path.read_text().splitlines():
-            match = _RECORD_PREFIX.match(line)
-            if match and int(match.group(1)) < len(keys):
-                counts[keys[int(match.group(1))]] += 1
-        return dict(counts)
+        """Trials on disk per task key, failed ones included."""
+        return {key: task.count for key, task in self.scan().items()}
 
-    def best_records(self) -> Dict[str, tuple]:
-        """{task key: (mean seconds, workload line, record line)} of each task's fastest valid record."""
-        if not self.exists():
-            return {}
-        workloads = self.workloads_path.read_text().splitlines()
-        best: Dict[str, tuple] = {}
-        for line in self.records_path.read_text().splitlines():
-            match = _RECORD_PREFIX.match(line)
-            if not match or int(match.group(1)) >= len(workloads):
-                continue
-            run_secs = json.loads(line)[1][1]
-            if not run_secs or any(s is None or s >= 1e9 for s in run_secs):
-                continue  # failed build or run
-            index = int(match.group(1))
-            key_match = _WORKLOAD_PREFIX.match(workloads[index])
-            if not key_match:
-                continue
-            mean = sum(run_secs) / len(run_secs)
-            key = key_match.group(1)
-            if key not in best or mean < best[key][0]:
-                best[key] = (mean, workloads[index], line)
-        return best
+    def best_records(self) -> Dict[str, object]:
+        """{task key: TuningRecord} of each task's fastest valid record."""
+        return {key: task.best for key, task in self.scan().items() if task.best is not None}
 
     def total_records(self) -> int:
         return sum(self.record_counts().values())
+
+    def _read(self):
+        """A JSONDatabase loaded from a copy of the tables' complete lines (None when there is no
+        database), so a reader never sees a torn line, even while a tuning process appends.
+        Records are copied before workloads: every record's workload was committed first, so
+        the copy holds it. Read-only: the copy is gone when this returns."""
+        from tvm.s_tir.meta_schedule.database import JSONDatabase
+
+        if not self.exists():
+            return None
+        records = _complete_lines(self.records_path.read_text())
+        workloads = _complete_lines(self.workloads_path.read_text())
+        with tempfile.TemporaryDirectory(prefix="canao-db-") as tmp:
+            paths = [os.path.join(tmp, WORKLOADS), os.path.join(tmp, RECORDS)]
+            for path, lines in zip(paths, (workloads, records)):
+                Path(path).write_text("".join(line + "\n" for line in lines))
+            return JSONDatabase(*paths, allow_missing=False, module_equality=MODULE_EQUALITY)
 
     def load_manifest(self) -> dict:
         path = self.dir / MANIFEST
@@ -145,18 +159,35 @@ class TuningStore:
             return False
 
 
-def write_database(dest, entries) -> None:
-    """A JSON database at ``dest`` from (workload line, record line) pairs taken from any
-    databases, one record per workload (written whole, then renamed into place)."""
+def mean_run_seconds(record) -> float:
+    """A record's mean run time, what MetaSchedule ranks records by."""
+    secs = [float(s) for s in record.run_secs]
+    return sum(secs) / len(secs)
+
+
+def write_database(dest, records: Iterable) -> None:
+    """A JSON database at ``dest`` holding ``records`` (TuningRecords from any databases),
+    committed through the API and renamed into place only when complete."""
+    from tvm.s_tir.meta_schedule.database import JSONDatabase, TuningRecord
+
     from canao.atomic import staged_dir
 
     with staged_dir(dest, force=True) as tmp:
-        workloads, records = [], []
-        for index, (workload_line, record_line) in enumerate(entries):
-            workloads.append(workload_line)
-            records.append(_RECORD_PREFIX.sub(f"[{index},", record_line, count=1))
-        (tmp / WORKLOADS).write_text("".join(w + "\n" for w in workloads))
-        (tmp / RECORDS).write_text("".join(r + "\n" for r in records))
+        database = JSONDatabase(str(tmp / WORKLOADS), str(tmp / RECORDS), allow_missing=True,
+                                module_equality=MODULE_EQUALITY)
+        for record in records:
+            workload = database.commit_workload(record.workload.mod)
+            database.commit_tuning_record(TuningRecord(record.trace, workload, [float(s) for s in record.run_secs],
+                                                       record.target, list(record.args_info)))
+
+
+def _complete_lines(text: str) -> List[str]:
+    """The non-empty lines of a table up to its last complete one: a line a kill cut short is
+    not valid JSON (JSONDatabase would refuse the whole file)."""
+    lines = text.splitlines()
+    while lines and not _parses(lines[-1]):
+        lines.pop()
+    return [line for line in lines if line.strip()]
 
 
 def _parses(line: str) -> bool:

@@ -9,9 +9,17 @@ _AFTER_FUSION = ("schedule", "lower")
 _GPU_SCHEDULE_PASS = "ApplyDefaultSchedule"
 
 
+def task_key(mod) -> str:
+    """A task's key: the structural hash of its PrimFunc module, what MetaSchedule's database
+    (module equality "structural") files its workload under."""
+    import tvm_ffi
+
+    return str(tvm_ffi.structural_hash(mod))
+
+
 @dataclass
 class TuningTask:
-    key: str  # structural hash of the task's PrimFunc module, as the JSON database stores it
+    key: str  # task_key(mod)
     name: str
     mod: object  # IRModule with one PrimFunc "main", what MetaSchedule tunes
     weight: int  # how many times main calls it
@@ -70,7 +78,6 @@ def fused_module(mod, target_spec, pipeline: str = "canao", options: Optional[di
 
 def extract_tasks(fused_mod, target_spec) -> List[TuningTask]:
     """MetaSchedule's tasks for ``fused_mod``, heaviest first; kernels already scheduled are skipped."""
-    import tvm_ffi
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.analysis import estimate_tir_flops
 
@@ -82,7 +89,7 @@ def extract_tasks(fused_mod, target_spec) -> List[TuningTask]:
         func = mod["main"]
         if func.attrs is not None and func.attrs.get("tirx.is_scheduled", False):
             continue
-        key = str(tvm_ffi.structural_hash(mod))
+        key = task_key(mod)
         try:
             flop = float(estimate_tir_flops(mod))
         except Exception:  # opaque or data-dependent loops

@@ -18,7 +18,7 @@ from canao.errors import CanaoError
 
 from ..targets import check_cross_compiler
 from .intrinsics import load_tensor_intrinsics
-from .measure import make_builder, make_local_runner
+from .builder_runner import make_builder, make_local_runner
 from .store import TuningStore
 from .tasks import TuningTask, allocate_trials, extract_tasks, fused_module
 from .variants import search_variants
@@ -89,7 +89,7 @@ def _us(value: Optional[float]) -> str:
 
 def tune(mod, target_spec, work_dir, trials: int, time_budget_s: Optional[float] = None, runner=None, *,
          pipeline: str = "canao", options: Optional[dict] = None, slice_trials: int = DEFAULT_SLICE,
-         progress: bool = True, seed: int = 0, builder=None) -> TuningReport:
+         progress: bool = True, builder=None) -> TuningReport:
     """Tune the fused kernels of ``mod`` for ``target_spec`` until the database in ``work_dir``
     holds ``trials`` trials in all (a rerun resumes; a finished run is a no-op).
 
@@ -107,7 +107,8 @@ def tune(mod, target_spec, work_dir, trials: int, time_budget_s: Optional[float]
     manifest = _check_manifest(store, target_spec)
     if not tasks:
         return _report(store, target_spec, tasks, {}, manifest, trials, 0, time.perf_counter() - start, False)
-    counts = {t.key: store.record_counts().get(t.key, 0) for t in tasks}
+    on_disk = store.record_counts()
+    counts = {t.key: on_disk.get(t.key, 0) for t in tasks}
     before = sum(counts.values())
     earlier_seconds = manifest.get("tuning_seconds", 0.0)  # wall time of earlier runs on this dir
     stopped = False
@@ -120,7 +121,7 @@ def tune(mod, target_spec, work_dir, trials: int, time_budget_s: Optional[float]
         if tuner is None:
             load_tensor_intrinsics(target_spec)
             database = store.open_database()
-            tuner = _SliceTuner(target_spec, store, database, builder, runner, tasks, seed)
+            tuner = _SliceTuner(target_spec, store, database, builder, runner, tasks)
             _measure_baselines(tuner, tasks, manifest, target_spec, pipeline, options)
             store.save_manifest(manifest)
         return tuner
@@ -241,8 +242,7 @@ def _check_manifest(store: TuningStore, target_spec) -> dict:
 class _SliceTuner:
     """What stays alive across slices: builder, runner (its worker pool), cost model, loggers."""
 
-    def __init__(self, target_spec, store: TuningStore, database, builder, runner, tasks: List[TuningTask],
-                 seed: int):
+    def __init__(self, target_spec, store: TuningStore, database, builder, runner, tasks: List[TuningTask]):
         from tvm.s_tir.meta_schedule.cost_model import XGBModel
 
         self.target = target_spec.tvm_target()
@@ -253,26 +253,23 @@ class _SliceTuner:
         self.threads = max(1, _physical_cores())
         self.cost_model = XGBModel(num_tuning_cores=self.threads, verbose_eval=0)
         store.load_cost_model(self.cost_model)
-        self.seed = seed
         _quiet_console()
         self.loggers = task_loggers(store.dir, tasks)
 
-    def run(self, task: TuningTask, trials: int, trials_before: int, bars, on_batch=None) -> int:
+    def run(self, task: TuningTask, trials: int, trials_before: int, bars, on_batch) -> int:
         """Tune ``task`` for one batch of ``trials``; returns how many were measured."""
         from tvm.s_tir import meta_schedule as ms
-
-        from .measure import make_progress_callback
 
         ctx = ms.TuneContext(mod=task.mod, target=self.target, space_generator="post-order-apply",
                              search_strategy="evolutionary", task_name=task.name,
                              logger=self.loggers[task.key], num_threads=self.threads,
-                             rand_state=(int(task.key) + 7919 * trials_before + self.seed) % (2**31 - 2) + 1)
+                             rand_state=(int(task.key) + 7919 * trials_before) % (2**31 - 2) + 1)
+
         def measured(n):
             bars.on_measured(n)
-            if on_batch is not None:
-                on_batch()
+            on_batch()
 
-        counter = make_progress_callback(measured)
+        counter = _progress_callback(measured)
         bars.start_task(task.name, trials)
         ms.tune_tasks(tasks=[ctx], task_weights=[1.0], work_dir=str(self.store.dir), max_trials_global=trials,
                       max_trials_per_task=trials, num_trials_per_iter=trials, builder=self.builder,
@@ -281,6 +278,24 @@ class _SliceTuner:
                       task_scheduler="round-robin")
         bars.end_task()
         return counter.measured
+
+
+def _progress_callback(on_measured):
+    """A MetaSchedule measure callback that counts measured candidates and reports each batch."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+
+    @derived_object
+    class CountMeasured(PyMeasureCallback):
+        def __init__(self):
+            super().__init__()
+            self.measured = 0
+
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+            self.measured += len(measure_candidates)
+            on_measured(len(measure_candidates))
+
+    return CountMeasured()
 
 
 def _physical_cores() -> int:

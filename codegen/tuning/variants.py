@@ -76,19 +76,17 @@ def variant_schedules(task: TuningTask, target) -> Dict[Tuple[int, int], object]
     return out
 
 
-def search_variants(tasks: List[TuningTask], target_spec, builder, runner, store: TuningStore, manifest: dict,
-                    progress=None) -> int:
+def search_variants(tasks: List[TuningTask], target_spec, builder, runner, store: TuningStore, manifest: dict) -> int:
     """Measure the tile variants of every matmul task not done before; commit the best of each.
     Returns how many variants were measured (resumable: done tasks are marked in the manifest)."""
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
-    from .candidates import measure_modules
-
     from canao.codegen.schedules.rules import Matmul
     from canao.codegen.schedules.target_traits import cpu_traits
 
-    from .candidates import agrees
+    from .kernel_check import agrees
+    from .kernel_timing import measure_modules
 
     if not target_spec.runs_locally:
         return 0  # every variant is checked against the default by running both here
@@ -116,11 +114,9 @@ def search_variants(tasks: List[TuningTask], target_spec, builder, runner, store
             store.save_manifest(manifest)
             continue
         tiles = list(schedules)
-        times = measure_modules([schedules[t].mod for t in tiles], target_spec, builder, runner,
-                                names=[f"{task.name} tile {t[0]}x{t[1]}" for t in tiles])
+        times, _row = measure_modules([schedules[t].mod for t in tiles], target_spec, builder, runner,
+                                      names=[f"{task.name} tile {t[0]}x{t[1]}" for t in tiles])
         measured += len(tiles)
-        if progress is not None:
-            progress(len(tiles))
         timed = [(us, tile) for us, tile in zip(times, tiles) if us is not None]
         if timed:
             us, tile = min(timed)

@@ -14,6 +14,7 @@ from .store import TuningStore
 from .tasks import TuningTask, copy_module
 
 CONTENDERS = ("default", "variant", "tuned")
+ROUNDS = 3  # interleaved rounds; the minimum over them is what each contender is judged by
 
 
 def _from_database(database, task: TuningTask, target):
@@ -25,13 +26,14 @@ def _from_database(database, task: TuningTask, target):
 
 
 def settle(tasks: List[TuningTask], store: TuningStore, target_spec, builder, runner, schedule,
-           manifest: dict, rounds: int = 3) -> Dict[str, dict]:
+           manifest: dict) -> Dict[str, dict]:
     """Time every task's contenders side by side and write each verdict into ``manifest``
     (``tasks[key]["verdict"]``): the choice, the microseconds of each contender, the record
     counts it saw (a later tuning run makes it stale) and the measurement core's noise record
     (reference time, load, tries, flagged)."""
     from .baseline import default_modules
-    from .candidates import agrees, measure_modules_row
+    from .kernel_check import agrees
+    from .kernel_timing import measure_modules
     from .variants import variants_store
 
     target = target_spec.tvm_target()
@@ -60,8 +62,8 @@ def settle(tasks: List[TuningTask], store: TuningStore, target_spec, builder, ru
     verdicts: Dict[str, dict] = {}
     if not mods:
         return verdicts
-    times, row = measure_modules_row(mods, target_spec, builder, runner, rounds=rounds,
-                                     names=[f"{task.name} ({name})" for task, name in owners])
+    names = [f"{task.name} ({name})" for task, name in owners]
+    times, row = measure_modules(mods, target_spec, builder, runner, names, rounds=ROUNDS)
     noise = row.noise() if row is not None else None
     per_task: Dict[str, Dict[str, Optional[float]]] = {}
     for (task, name), us in zip(owners, times):

@@ -1,5 +1,5 @@
-"""How candidates are built and measured while tuning: MetaSchedule's builder and runner, set up
-so that a small batch is cheap and a cross target links with its own compiler.
+"""MetaSchedule's builder and runner as CANAO sets them up for tuning: a small batch is cheap and a
+cross target links with its own compiler.
 
 MetaSchedule's stock build function imports ``tvm.s_tir.tensor_intrin`` in every builder worker
 (15-45 s here, because the CUDA intrinsics are registered eagerly) and the builder starts fresh
@@ -9,9 +9,11 @@ candidate turns out to need it).
 """
 import os
 import tempfile
-from typing import Optional
 
 # Kept light: this module is imported by every builder worker to unpickle the functions below.
+
+BUILD_TIMEOUT_S = 120.0  # a candidate that builds longer is recorded as failed instead of waited for
+RUN_TIMEOUT_S = 60.0  # the same for one candidate's runs, all repeats together
 
 
 def build_candidate(mod, target, _params):
@@ -51,36 +53,19 @@ class CrossExport:
         return path
 
 
-def make_builder(target_spec, max_workers: Optional[int] = None, timeout_sec: float = 120.0):
+def make_builder(target_spec):
     """A LocalBuilder for ``target_spec`` (cross-linking when the target has its own compiler)."""
     from tvm.s_tir.meta_schedule.builder import LocalBuilder
 
     export = CrossExport(target_spec.cross_compiler) if target_spec.cross_compiler else export_tar
-    return LocalBuilder(max_workers=max_workers or min(2, os.cpu_count() or 1), timeout_sec=timeout_sec,
+    return LocalBuilder(max_workers=min(2, os.cpu_count() or 1), timeout_sec=BUILD_TIMEOUT_S,
                         f_build=build_candidate, f_export=export)
 
 
-def make_local_runner(timeout_sec: float = 60.0):
+def make_local_runner():
     """A LocalRunner with MetaSchedule's evaluator defaults (3 runs, at least 100 ms per repeat)."""
     from tvm.s_tir.meta_schedule.runner import EvaluatorConfig, LocalRunner
 
-    return LocalRunner(timeout_sec=timeout_sec,
+    return LocalRunner(timeout_sec=RUN_TIMEOUT_S,
                        evaluator_config=EvaluatorConfig(number=3, repeat=1, min_repeat_ms=100))
 
-
-def make_progress_callback(on_measured):
-    """A MetaSchedule measure callback that counts measured candidates and reports each batch."""
-    from tvm.ir.utils import derived_object
-    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
-
-    @derived_object
-    class CountMeasured(PyMeasureCallback):
-        def __init__(self):
-            super().__init__()
-            self.measured = 0
-
-        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
-            self.measured += len(measure_candidates)
-            on_measured(len(measure_candidates))
-
-    return CountMeasured()
