@@ -28,10 +28,9 @@ def structure(name, seq_len):
     target = resolve_target("x86")
     row = {"model": name, "seq_len": seq_len}
     for pipeline, options in (("stock", {}), ("canao", {"yellow": "default"})):
-        opts = dict(options)
-        mod, _, _ = prepare(model, target, pipeline, opts)
-        fused, _ = lower(mod, target, pipeline, stop_after="lp-fuse" if pipeline == "canao" else "fuse", options=opts)
-        _, stats = lower(mod, target, pipeline, options=dict(options))
+        mod, _, _ = prepare(model, target, pipeline, options)
+        fused, _ = lower(mod, target, pipeline, stop_after="lp-fuse" if pipeline == "canao" else "fuse", options=options)
+        _, stats = lower(mod, target, pipeline, options=options)
         row[f"{pipeline}_kernels"] = stats[-1].kernels
         row[f"{pipeline}_intermediate_mb"] = analysis.intermediate_bytes(fused) / 2 ** 20
     ort = OrtEngine("ort-bert", "", bert_optimizer=True)

@@ -14,6 +14,7 @@ from canao import analysis
 from canao.errors import CanaoError
 
 from . import pipeline as pipelines
+from .options import BuildOptions
 from .targets import TargetSpec, check_cross_compiler
 
 
@@ -42,6 +43,7 @@ class CompiledModel:
     # what the build degraded on (canao.measure.report.BuildReport): kernels left unscheduled and
     # why, schedule rules that raised, fusion measurements that failed; report.to_json() for a manifest
     report: "object" = None
+    options: BuildOptions = None  # what the build was asked (finite_weights settled from the weights)
 
     def export(self, path: str) -> None:
         """Write the shared library (cross-linked for the target's architecture)."""
@@ -88,8 +90,9 @@ def _run_transform(transform_mod, params: List[np.ndarray]) -> List[np.ndarray]:
 
 
 def lower(mod, target_spec: TargetSpec, pipeline: str = "canao", stop_after: Optional[str] = None,
-          on_stage=None, options: Optional[dict] = None):
-    """Run the pipeline's stages on ``mod``; return (module, [StageStats]). Used by build and inspect."""
+          on_stage=None, options=None):
+    """Run the pipeline's stages on ``mod``; return (module, [StageStats]). Used by build and inspect.
+    ``options``: BuildOptions or a dict; stage reports go to pipeline.collecting_stage_reports()."""
     target = target_spec.tvm_target()
     stats = [StageStats("import", analysis.op_counts(mod), analysis.kernel_count(mod), 0.0)]
     for name, stage in pipelines.stages(pipeline, target, options):
@@ -104,8 +107,9 @@ def lower(mod, target_spec: TargetSpec, pipeline: str = "canao", stop_after: Opt
     return mod, stats
 
 
-def prepare(imported, target_spec: TargetSpec, pipeline: str = "canao", options: Optional[dict] = None):
-    """Graph rewrite + weight lifting: (module with weights as inputs, weights it takes, [StageStats])."""
+def prepare(imported, target_spec: TargetSpec, pipeline: str = "canao", options=None):
+    """Graph rewrite + weight lifting: (module with weights as inputs, weights it takes, [StageStats]).
+    ``options``: BuildOptions or a dict; ``finite_weights`` is settled from the weights when unset."""
     from tvm import relax
 
     mod = imported.mod
@@ -114,8 +118,7 @@ def prepare(imported, target_spec: TargetSpec, pipeline: str = "canao", options:
     if pipeline != "canao":
         return mod, params, stats
     start = time.perf_counter()
-    if options is not None and "finite_weights" not in options:  # what the polynomial rules may assume
-        options["finite_weights"] = all(np.isfinite(p).all() for p in params if p.dtype.kind == "f")
+    options = BuildOptions.coerce(options).for_weights(params)  # what the polynomial rules may assume
     rewrite = pipelines.rewrite_stage(pipeline, target_spec.tvm_target(), options)
     if rewrite is not None:
         with target_spec.tvm_target():
@@ -132,19 +135,23 @@ def prepare(imported, target_spec: TargetSpec, pipeline: str = "canao", options:
 
 
 def build(imported, target_spec: TargetSpec, pipeline: str = "canao", on_stage=None,
-          options: Optional[dict] = None) -> CompiledModel:
+          options=None) -> CompiledModel:
     """Compile ``imported`` for ``target_spec`` with the named pipeline ("canao" or "stock").
 
-    ``options`` reach every registered stage factory, e.g. ``{"tuning_db": work_dir}``.
-    ``CompiledModel.report`` lists what the build degraded on (each also a CanaoWarning).
+    ``options`` (BuildOptions, or a dict of its fields) reach every registered stage factory,
+    e.g. ``BuildOptions(tuning_db=work_dir)``. What the stages report comes back in
+    ``CompiledModel.reports``; ``CompiledModel.report`` lists what the build degraded on (each
+    also a CanaoWarning).
     """
     import tvm
 
     from canao.measure.report import collecting
 
     check_cross_compiler(target_spec)
-    options = options if options is not None else {}  # stages write their reports into it
-    with collecting() as report:  # every degradation recorded while building (also warned)
+    options = BuildOptions.coerce(options)
+    if pipeline == "canao":  # settled once, so the rewrite and the later stages' keys see the same value
+        options = options.for_weights(imported.params)
+    with collecting() as report, pipelines.collecting_stage_reports() as stage_reports:
         mod, params, stats = prepare(imported, target_spec, pipeline, options)
         mod, lowered_stats = lower(mod, target_spec, pipeline, on_stage=on_stage, options=options)
         stats += lowered_stats[1:]
@@ -155,8 +162,8 @@ def build(imported, target_spec: TargetSpec, pipeline: str = "canao", on_stage=N
         except Exception as exc:
             raise CanaoError(f"code generation for {target_spec.name} failed: {str(exc).splitlines()[0][:300]}",
                              "report the model; try --pipeline stock to see whether LP-Fusion is the cause") from exc
-    reports = {k: v for k, v in options.get("reports", {}).items() if not k.startswith("_")}
-    return CompiledModel(executable, params, target_spec, pipeline, stats, kernels, mod, reports, report)
+    return CompiledModel(executable, params, target_spec, pipeline, stats, kernels, mod,
+                         dict(stage_reports.reports), report, options)
 
 
 def fused_kernel_count(stats: List[StageStats]) -> int:

@@ -115,7 +115,7 @@ def _without_stock_schedules():
 
 def build_gpu(imported, target_spec, pipeline: str = "canao", options: Optional[dict] = None):
     """Build ``imported`` for a GPU target with DLight default schedules (after the tuning
-    database when ``options["tuning_db"]`` is set); returns a CompiledModel."""
+    database when ``options.tuning_db`` is set; BuildOptions or a dict); returns a CompiledModel."""
     from .build import build
 
     if target_spec.device not in GPU_DEVICES:

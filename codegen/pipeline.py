@@ -4,22 +4,58 @@
 toolkit's: weight transforms lifted out of the hot path, and (as later stages land) LP-Fusion's
 rewrite and fusion plan in place of FuseOps.
 """
+import contextlib
+import contextvars
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Tuple
+
+from .options import BuildOptions
 
 PIPELINES = ("stock", "canao")
 
 SLOTS = ("rewrite", "fuse", "schedule")
 
 # Stages other packages contribute to the canao pipeline: slot -> [(order, name, factory)].
-# A factory is called as factory(target, options) and returns a tvm.transform.Pass, or None to
-# sit this build out. canao.fusion and canao.codegen.schedules register themselves on import
-# (PLUGINS below), so this module never imports them and the arrow stays fuse -> build.
+# A factory is called as factory(target, options: BuildOptions) and returns a tvm.transform.Pass,
+# or None to sit this build out; what it reports goes to stage_reports(), never into the options.
+# canao.fusion and canao.codegen.schedules register themselves on import (PLUGINS below), so this
+# module never imports them and the arrow stays fuse -> build.
 _CANAO_STAGES: Dict[str, List[Tuple[int, str, Callable]]] = {slot: [] for slot in SLOTS}
 PLUGINS = ("canao.fusion", "canao.fusion.quantize", "canao.codegen.tuning", "canao.codegen.schedules",
            "canao.codegen.schedules.int8", "canao.codegen.gpu")
 # TVM's GPU backends schedule right after fusion; in the canao pipeline that belongs to the
 # schedule slot (tuning database first, then DLight rules kernel by kernel), so it is dropped here.
 _SCHEDULING_PASSES = ("FuseOps", "FuseTIR", "ApplyDefaultSchedule")
+
+
+@dataclass
+class StageReports:
+    """What the stages of one build report, returned as ``CompiledModel.reports`` (e.g. "fusion":
+    the LP-Fusion plan, "quantize": what was quantized), and the rewrite records the rewrite
+    stages leave for the fuse stage's plan."""
+    reports: Dict[str, dict] = field(default_factory=dict)
+    rewrite_records: list = field(default_factory=list)
+
+
+_STAGE_REPORTS: "contextvars.ContextVar[StageReports | None]" = contextvars.ContextVar("canao_stage_reports",
+                                                                                     default=None)
+
+
+@contextlib.contextmanager
+def collecting_stage_reports():
+    """Collect what the stages made inside the block report (build() opens one per build)."""
+    sink = StageReports()
+    token = _STAGE_REPORTS.set(sink)
+    try:
+        yield sink
+    finally:
+        _STAGE_REPORTS.reset(token)
+
+
+def stage_reports() -> StageReports:
+    """The report sink of the build in progress; a throwaway one for a stage used on its own."""
+    sink = _STAGE_REPORTS.get()
+    return sink if sink is not None else StageReports()
 
 
 def register_stage(slot: str, name: str, factory: Callable, order: int = 50) -> None:
@@ -47,8 +83,9 @@ def _load_plugins() -> None:
                 raise
 
 
-def _slot_pass(slot: str, target, options: dict):
+def _slot_pass(slot: str, target, options=None):
     """The passes registered in ``slot`` for this build, as one Sequential (None if none apply).
+    ``options``: BuildOptions (a dict is converted).
 
     The Sequential carries ``canao_fingerprint``: a hash of what changes the code the slot
     produces (each stage's name and its factory's fingerprint — the stage's source, the options
@@ -56,6 +93,7 @@ def _slot_pass(slot: str, target, options: dict):
     import tvm
 
     _load_plugins()
+    options = BuildOptions.coerce(options)
     passes, parts = [], []
     for _, name, factory in _CANAO_STAGES[slot]:
         p = factory(target, options)
@@ -93,23 +131,23 @@ def source_fingerprint(*paths) -> str:
     return h.hexdigest()[:20]
 
 
-def factory_fingerprint(factory, target, options: dict) -> str:
+def factory_fingerprint(factory, target, options=None) -> str:
     """A stage factory's own ``fingerprint(target, options)`` when it has one; otherwise the hash
     of its module's source and of every option (conservative: more cache misses, never a wrong hit)."""
     import inspect
     import sys
 
+    options = BuildOptions.coerce(options)
     own = getattr(factory, "fingerprint", None)
     if own is not None:
-        return str(own(target, options or {}))
+        return str(own(target, options))
     module = sys.modules.get(getattr(factory, "__module__", ""), None)
     try:
         src = source_fingerprint(inspect.getsourcefile(module)) if module is not None else "?"
     except TypeError:
         src = "?"
-    opts = {k: v for k, v in (options or {}).items() if k != "reports" and not str(k).startswith("_")}
     return _digest(f"{getattr(factory, '__module__', '?')}.{getattr(factory, '__qualname__', '?')}|{src}|"
-                   f"{sorted((str(k), repr(v)) for k, v in opts.items())}")
+                   f"{options.fingerprint_items()}")
 
 
 def pass_identity(schedule_pass) -> "str | None":
@@ -148,17 +186,18 @@ def _split_at_fuse(passes):
 PRELUDE_ORDER = 10
 
 
-def schedule_prelude(target, options: dict = None):
+def schedule_prelude(target, options=None):
     """The schedule-slot stages ordered before PRELUDE_ORDER, as one pass (None if none apply)."""
     import tvm
 
     _load_plugins()
-    entries = [f(target, options or {}) for order, _, f in _CANAO_STAGES["schedule"] if order < PRELUDE_ORDER]
+    options = BuildOptions.coerce(options)
+    entries = [f(target, options) for order, _, f in _CANAO_STAGES["schedule"] if order < PRELUDE_ORDER]
     passes = [p for p in entries if p is not None]
     return tvm.transform.Sequential(passes) if passes else None
 
 
-def rewrite_stage(pipeline: str, target, options: dict = None):
+def rewrite_stage(pipeline: str, target, options=None):
     """The graph-level rewrite run before weights are lifted (None for stock or when none is registered).
 
     It runs apart from stages() because its constant folding must happen before LiftTransformParams
@@ -166,11 +205,12 @@ def rewrite_stage(pipeline: str, target, options: dict = None):
     """
     if pipeline != "canao":
         return None
-    return _slot_pass("rewrite", target, options or {})
+    return _slot_pass("rewrite", target, options)
 
 
-def stages(pipeline: str, target, options: dict = None) -> List[Tuple[str, "object"]]:
-    """[(stage name, tvm.transform.Pass)] for ``pipeline`` on ``target``; run in order under target."""
+def stages(pipeline: str, target, options=None) -> List[Tuple[str, "object"]]:
+    """[(stage name, tvm.transform.Pass)] for ``pipeline`` on ``target``; run in order under target.
+    ``options``: BuildOptions (a dict is converted)."""
     import tvm
 
     if pipeline not in PIPELINES:
@@ -190,7 +230,7 @@ def stages(pipeline: str, target, options: dict = None) -> List[Tuple[str, "obje
             ("fuse", seq(fuse_and_after)),
             ("lower", lower),
         ]
-    options = options or {}
+    options = BuildOptions.coerce(options)
     out = [("legalize", seq(dispatch + before_fuse))]
     fuse = _slot_pass("fuse", target, options)
     if fuse is not None:

@@ -129,5 +129,5 @@ def compile_subnet(space, genes, target_spec, seq_len: int, options: Optional[di
     module = space.export_module(space.to_subnet(genes)).eval()
     inputs = space.example_inputs(seq_len, seed=0)
     imported = from_torch(module, inputs, name=f"{space.kind}-subnet")
-    compiled = build(imported, target_spec, "canao", options=dict(options or {"yellow": "default"}))
+    compiled = build(imported, target_spec, "canao", options=options or {"yellow": "default"})
     return imported, compiled, inputs

@@ -8,6 +8,7 @@ from tvm import relax
 
 import canao
 from canao.codegen import pipeline
+from canao.codegen.options import BuildOptions
 from canao.codegen.tuning.apply import database_fingerprint
 from canao.fusion import LPFuse
 from canao.fusion.yellow_edges import cache_key
@@ -39,11 +40,11 @@ def test_unscheduled_and_scheduled_measurements_are_not_shared(tmp_path, monkeyp
     standalone = LPFuse(TARGET, yellow="measure")  # as canao.fusion.LPFusion: unscheduled kernels
     standalone(mod)
     assert _measured(standalone) and _measured(standalone)[0]["cached"] is False
-    scheduled_pass = pipeline._slot_pass("schedule", TARGET, {"fusion_measurement": True})
+    scheduled_pass = pipeline._slot_pass("schedule", TARGET, BuildOptions())  # what a default build applies
     scheduled = LPFuse(TARGET, yellow="measure", schedule_pass=scheduled_pass)  # as `canao compile`
     scheduled(mod)
     assert _measured(scheduled)[0]["cached"] is False  # measured again, with the schedules
-    again = LPFuse(TARGET, yellow="measure", schedule_pass=pipeline._slot_pass("schedule", TARGET, {}))
+    again = LPFuse(TARGET, yellow="measure", schedule_pass=pipeline._slot_pass("schedule", TARGET, {}))  # a dict: same
     again(mod)
     assert _measured(again)[0]["cached"] is True  # same schedules: the cache is shared
     assert len(json.loads((tmp_path / "fusion-measurements.json").read_text())) == 2
@@ -73,5 +74,5 @@ def test_tuning_database_content_changes_the_key(tmp_path):
     assert database_fingerprint(TARGET, {"tuning_db": str(db)}) != first
     assert database_fingerprint(TARGET, {}) == "no-tuning-db"
     # a factory without a fingerprint of its own: its options are part of the default one
-    assert pipeline.factory_fingerprint(lambda t, o: None, TARGET, {"x": 1}) != \
-        pipeline.factory_fingerprint(lambda t, o: None, TARGET, {"x": 2})
+    assert pipeline.factory_fingerprint(lambda t, o: None, TARGET, {"yellow": "fuse"}) != \
+        pipeline.factory_fingerprint(lambda t, o: None, TARGET, {"yellow": "split"})

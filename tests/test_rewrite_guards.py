@@ -78,6 +78,8 @@ def test_build_vouches_for_finite_weights_only_when_they_are(host_target):
     import torch
 
     from canao.codegen.build import prepare
+    from canao.codegen.options import BuildOptions
+    from canao.codegen.pipeline import collecting_stage_reports
     from canao.frontends import from_torch
 
     class NoNorm(torch.nn.Module):
@@ -95,14 +97,16 @@ def test_build_vouches_for_finite_weights_only_when_they_are(host_target):
     x[0, 0] = -1.0  # x + b1 = 0 there: 0 * inf = NaN in PyTorch, and must stay NaN
     for g0, vouched in ((2.0, True), (np.inf, False)):
         model = from_torch(NoNorm(g0).eval(), {"x": x}, name="nonorm")
-        options = {"yellow": "default"}
-        prepare(model, host_target, "canao", options)
-        assert options["finite_weights"] is vouched
-        polynomial = [r for r in options["reports"]["_rewrite_records"] if r.rule == "polynomial"]
+        options = BuildOptions(yellow="default").for_weights(model.params)
+        assert options.finite_weights is vouched
+        with collecting_stage_reports() as stage_reports:  # what the rewrite stage reports comes back here
+            prepare(model, host_target, "canao", {"yellow": "default"})
+        polynomial = [r for r in stage_reports.rewrite_records if r.rule == "polynomial"]
         assert bool(polynomial) is vouched  # (x + b1)*g + b2 -> x*g + (b1*g + b2) needs a finite g
         from canao.codegen.build import build
         from canao.runtime import LocalModel
 
         compiled = build(model, host_target, "canao", options={"yellow": "default"})
+        assert compiled.options.finite_weights is vouched
         got = LocalModel.from_compiled(compiled, model.inputs).run({"x": x})
         np.testing.assert_allclose(got, model.reference({"x": x}), rtol=1e-6, equal_nan=True)

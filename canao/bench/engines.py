@@ -466,7 +466,7 @@ class DeviceEngine(Engine):
         from ..codegen.build import build
 
         target = resolve_target(self.target_name, threads=threads)
-        self.compiled = build(imported, target, self.pipeline, options=dict(self.options))
+        self.compiled = build(imported, target, self.pipeline, options=self.options)
         lib = os.path.join(workdir, f"{self.name}.so")
         self.compiled.export(lib)
         self.names = [s.name for s in imported.inputs]

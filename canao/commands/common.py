@@ -42,13 +42,12 @@ def cosine(a, b) -> float:
     return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
 
 
-def build_options(args) -> dict:
-    options = {"yellow": getattr(args, "yellow", "measure")}
-    if getattr(args, "quantize", None):
-        options["quantize"] = args.quantize
-    if getattr(args, "tuning_db", None):
-        options["tuning_db"] = args.tuning_db
-    return options
+def build_options(args):
+    """The BuildOptions a subcommand's flags ask for (--yellow, --quantize, --tuning-db)."""
+    from ..codegen.options import BuildOptions
+
+    return BuildOptions(yellow=getattr(args, "yellow", "measure"), quantize=getattr(args, "quantize", None) or None,
+                        tuning_db=getattr(args, "tuning_db", None) or None)
 
 
 def set_threads(threads: int) -> None:

@@ -22,17 +22,22 @@ def register(sub) -> None:
 
 def collect(imported, target, pipelines=("stock", "canao"), options=None) -> dict:
     from ..codegen.build import lower, prepare
+    from ..codegen.options import BuildOptions
+    from ..codegen.pipeline import collecting_stage_reports
 
     report = {"model": imported.name, "target": target.name, "pipelines": {}, "kernels": {}}
     for name in pipelines:
-        opts = dict(options or {})
-        mod, params, stats = prepare(imported, target, name, opts)
-        _, lowered = lower(mod, target, name, options=opts)
+        opts = BuildOptions.coerce(options)
+        if name == "canao":  # as build() settles it
+            opts = opts.for_weights(imported.params)
+        with collecting_stage_reports() as stage_reports:
+            mod, params, stats = prepare(imported, target, name, opts)
+            _, lowered = lower(mod, target, name, options=opts)
         stats += lowered[1:]
         report["pipelines"][name] = [s.to_json() for s in stats]
         report["kernels"][name] = stats[-1].kernels
-        if "fusion" in opts.get("reports", {}):
-            report["fusion"] = opts["reports"]["fusion"]
+        if "fusion" in stage_reports.reports:
+            report["fusion"] = stage_reports.reports["fusion"]
     return report
 
 

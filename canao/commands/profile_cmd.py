@@ -48,7 +48,7 @@ def run(args) -> int:
     inputs, _ = real_inputs(imported, args.batch)
     builds = [("canao", build_options(args))]
     if args.compare:
-        builds.append((args.compare, dict(build_options(args), **COMPARE[args.compare])))
+        builds.append((args.compare, build_options(args).replace(**COMPARE[args.compare])))
     roofline = None
     if not args.no_roofline:
         from ..bench.peak import PeakUnavailable, measure_fma_gflops

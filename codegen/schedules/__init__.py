@@ -2,8 +2,8 @@
 
 Registered in the canao pipeline's "schedule" slot at order 90 (after a tuning database at 10),
 so every PrimFunc a tuning run did not cover still gets a parallel, vectorised, register-tiled
-schedule. Options: ``{"default_schedules": False}`` turns the stage off, ``{"fast_math": False}``
-keeps libm erf/exp. See docs/schedules.md.
+schedule. Options (``codegen.options.BuildOptions``): ``default_schedules=False`` turns the stage
+off, ``fast_math=False`` keeps libm erf/exp. See docs/schedules.md.
 """
 from canao.codegen.pipeline import register_stage
 

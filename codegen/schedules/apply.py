@@ -87,35 +87,39 @@ def schedule_one(name: str, func, rules):
     return func
 
 
-def fast_math_factory(target, options: dict):
+def fast_math_factory(target, options):
     """Pipeline factory for the schedule prelude: vectorisable erf/exp in every unscheduled CPU
     kernel, before a tuning database is applied (so tuned kernels get it too)."""
+    from ..options import BuildOptions
     from .fast_math import vectorizable_math_pass
 
-    options = options or {}
-    if options.get("fast_math", True) is False or target.kind.name != "llvm":
+    options = BuildOptions.coerce(options)
+    if not options.fast_math or target.kind.name != "llvm":
         return None
     return vectorizable_math_pass(skip=is_scheduled)
 
 
-def stage_factory(target, options: dict):
+def stage_factory(target, options):
     """Pipeline factory for the "schedule" slot: None for non-CPU targets or when switched off."""
-    options = options or {}
-    if options.get("default_schedules", True) is False or target.kind.name != "llvm":
+    from ..options import BuildOptions
+
+    options = BuildOptions.coerce(options)
+    if not options.default_schedules or target.kind.name != "llvm":
         return None
-    return default_schedule_pass(fast_math=options.get("fast_math", True) is not False)
+    return default_schedule_pass(fast_math=options.fast_math)
 
 
-def schedules_fingerprint(target, options: dict) -> str:
+def schedules_fingerprint(target, options) -> str:
     """What the default-schedule stages' kernels depend on: this package's source and the
     options they read (``fast_math``, ``default_schedules``)."""
     from pathlib import Path
 
+    from ..options import BuildOptions
     from ..pipeline import source_fingerprint
 
-    options = options or {}
-    return (f"{source_fingerprint(Path(__file__).parent)}|fast_math={options.get('fast_math', True) is not False}"
-            f"|default_schedules={options.get('default_schedules', True) is not False}")
+    options = BuildOptions.coerce(options)
+    return (f"{source_fingerprint(Path(__file__).parent)}|fast_math={options.fast_math}"
+            f"|default_schedules={options.default_schedules}")
 
 
 stage_factory.fingerprint = schedules_fingerprint

@@ -218,12 +218,14 @@ def int8_schedule_pass(fast_math: bool = True):
     return _pass
 
 
-def stage_factory(target, options: dict):
+def stage_factory(target, options):
     """Pipeline factory: on for quantized builds of llvm targets."""
-    options = options or {}
-    if not options.get("quantize") or target.kind.name != "llvm" or options.get("int8_schedules") is False:
+    from canao.codegen.options import BuildOptions
+
+    options = BuildOptions.coerce(options)
+    if not options.quantize or target.kind.name != "llvm" or not options.int8_schedules:
         return None
-    return int8_schedule_pass(fast_math=options.get("fast_math", True) is not False)
+    return int8_schedule_pass(fast_math=options.fast_math)
 
 
 register_stage("schedule", "int8-schedules", stage_factory, order=80)

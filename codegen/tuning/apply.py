@@ -3,6 +3,7 @@ from typing import Optional
 
 from canao.errors import CanaoError
 
+from ..options import BuildOptions
 from ..pipeline import register_stage
 from .store import TuningStore
 
@@ -69,13 +70,13 @@ def _winners(store: TuningStore):
     return store.dir / APPLIED
 
 
-def database_stage(target, options: dict):
-    """Pipeline factory: the database pass when ``options["tuning_db"]`` is set, else None."""
-    work_dir = (options or {}).get("tuning_db")
+def database_stage(target, options):
+    """Pipeline factory: the database pass when ``options.tuning_db`` is set, else None."""
+    work_dir = BuildOptions.coerce(options).tuning_db
     return apply_database(work_dir, target) if work_dir else None
 
 
-def database_fingerprint(target, options: dict) -> str:
+def database_fingerprint(target, options) -> str:
     """The content of the tuning database a build applies: MetaSchedule's records, the tile
     variants' records and the manifest's per-kernel verdicts (which records win)."""
     import hashlib
@@ -83,7 +84,7 @@ def database_fingerprint(target, options: dict) -> str:
 
     from .variants import variants_store
 
-    work_dir = (options or {}).get("tuning_db")
+    work_dir = BuildOptions.coerce(options).tuning_db
     if not work_dir:
         return "no-tuning-db"
     store = TuningStore(work_dir)
@@ -110,7 +111,7 @@ def compile_fused(fused_mod, target_spec, pipeline: str = "canao", options: Opti
 
     target = target_spec.tvm_target()
     mod = copy_module(fused_mod)
-    for name, stage in pipelines.stages(pipeline, target, options or {}):
+    for name, stage in pipelines.stages(pipeline, target, options):
         if name in ("schedule", "lower"):
             with target:
                 mod = stage(mod)
@@ -140,5 +141,6 @@ def build_tuned(imported, target_spec, work_dir, trials: Optional[int] = None,
     if trials is not None:
         report = tune(imported, target_spec, work_dir, trials, time_budget_s, runner, pipeline=pipeline,
                       options=options, progress=progress)
-    compiled = build(imported, target_spec, pipeline, options=dict(options or {}, tuning_db=str(work_dir)))
+    compiled = build(imported, target_spec, pipeline,
+                     options=BuildOptions.coerce(options).replace(tuning_db=str(work_dir)))
     return compiled, report

@@ -11,7 +11,9 @@ def default_schedule_pass(target_spec, pipeline: str, options: Optional[dict]):
     """The pipeline's schedule stage without the tuning database (None when it has none)."""
     from .. import pipeline as pipelines
 
-    options = {k: v for k, v in (options or {}).items() if k != "tuning_db"}
+    from ..options import BuildOptions
+
+    options = BuildOptions.coerce(options).replace(tuning_db=None)
     for name, stage in pipelines.stages(pipeline, target_spec.tvm_target(), options):
         if name == "schedule":
             return stage

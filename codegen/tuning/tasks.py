@@ -57,8 +57,12 @@ def fused_module(mod, target_spec, pipeline: str = "canao", options: Optional[di
     from .. import pipeline as pipelines
     from ..build import prepare
 
-    options = {k: v for k, v in (options or {}).items() if k != "tuning_db"}
+    from ..options import BuildOptions
+
+    options = BuildOptions.coerce(options).replace(tuning_db=None)
     if hasattr(mod, "params") and hasattr(mod, "mod"):  # an ImportedModel
+        if pipeline == "canao":  # as build() settles it, so the later stages see what the build's see
+            options = options.for_weights(mod.params)
         mod, _params, _stats = prepare(mod, target_spec, pipeline, options)
     elif has_prim_funcs(mod):
         return mod

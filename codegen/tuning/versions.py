@@ -17,6 +17,8 @@ import numpy as np
 from canao.atomic import write_json
 from canao.errors import CanaoError
 
+from ..options import BuildOptions
+
 REPORT = "fusion_versions.json"
 
 
@@ -89,7 +91,9 @@ def choose_fusion_version(candidates: Sequence[Tuple[str, object]], target_spec,
         db = work_dir / _safe(name)
         report = tune(fused, target_spec, db, trials, time_budget_s, runner, pipeline=pipeline,
                       options=options, progress=progress)
-        opts = dict(options or {}, tuning_db=str(db)) if report.trials_total else dict(options or {})
+        opts = BuildOptions.coerce(options)
+        if report.trials_total:
+            opts = opts.replace(tuning_db=str(db))
         executables.append(compile_fused(fused, target_spec, pipeline, opts))
         results.append(VersionResult(name, _kernel_count(fused), report.trials_total, report.seconds_total))
     args = inputs if inputs is not None else example_args(candidates[0][1])
