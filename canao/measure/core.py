@@ -2,7 +2,7 @@
 
 Used by the benchmark (``canao.bench.timing``), the yellow-edge fusion measurements
 (``canao.fusion.yellow_edges``), the tuning baseline / variants / side-by-side verdict and the fusion
-version choice (``canao.codegen.tuning.candidates``, ``versions``) and the NAS latency dataset
+version choice (``canao.codegen.tuning.kernel_timing``, ``versions``) and the NAS latency dataset
 (``canao.nas.measurer``). What it does, in one place:
 
 * **warm-up** calls of every candidate before anything is timed;
