@@ -3,7 +3,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -50,7 +49,3 @@ def assert_one_line_error(proc, *needles):
     for needle in needles:
         assert needle.lower() in last.lower(), (needle, last)
     return last
-
-
-def max_rel_err(out, ref):
-    return float(np.abs(np.asarray(out) - np.asarray(ref)).max() / max(1.0, np.abs(ref).max()))

@@ -22,25 +22,6 @@ def run_module(mod, args: Sequence[np.ndarray], func: str = "main") -> np.ndarra
     return out.numpy() if hasattr(out, "numpy") else [o.numpy() for o in out]
 
 
-def relative_error(reference, candidate) -> float:
-    """max |a - b| / max(1, max |a|): an error scaled to the magnitude of the values (lists: the worst)."""
-    if isinstance(reference, (list, tuple)):
-        if len(reference) != len(candidate):
-            return float("inf")
-        return max((relative_error(a, b) for a, b in zip(reference, candidate)), default=0.0)
-    reference, candidate = np.asarray(reference, "float64"), np.asarray(candidate, "float64")
-    if reference.shape != candidate.shape:
-        return float("inf")
-    both_nan = np.isnan(reference) & np.isnan(candidate)
-    same_inf = np.isinf(reference) & (reference == candidate)
-    ok = both_nan | same_inf
-    if np.any(np.isnan(reference) != np.isnan(candidate)):
-        return float("inf")
-    diff = np.where(ok, 0.0, np.abs(reference - candidate))
-    scale = max(1.0, float(np.max(np.where(ok, 0.0, np.abs(reference)), initial=0.0)))
-    return float(np.max(diff, initial=0.0)) / scale
-
-
 def relax_op_count(mod, func: str = "main") -> int:
     """Relax operator calls in ``func`` (what the rewrite tries to reduce)."""
     from canao import analysis

@@ -5,11 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from canao.bench.suite import relative_error
 from canao.codegen import resolve_target
 from canao.codegen.build import build
 from canao.runtime import LocalModel
-
-from conftest import max_rel_err
 
 
 def _masked(inputs):
@@ -28,8 +27,8 @@ def test_minilm_lp_fusion_matches_unfused_and_pytorch(minilm, minilm_text_inputs
     out_fused = LocalModel.from_compiled(fused, minilm.inputs).run(inputs)
     out_stock = LocalModel.from_compiled(stock, minilm.inputs).run(inputs)
     ref = minilm.reference(inputs)
-    assert max_rel_err(out_fused, out_stock) < 1e-4
-    assert max_rel_err(out_fused, ref) < 1e-4
+    assert relative_error(out_stock, out_fused) < 1e-4
+    assert relative_error(ref, out_fused) < 1e-4
     # structural (deterministic), not a timing: LP-Fusion launches at most half of stock's kernels
     assert fused.kernels <= 0.5 * stock.kernels, (fused.kernels, stock.kernels)
     plan = fused.reports["fusion"]
@@ -38,7 +37,7 @@ def test_minilm_lp_fusion_matches_unfused_and_pytorch(minilm, minilm_text_inputs
     merged = build(minilm, host_target, "canao", options={"yellow": "default", "merge_parallel_matmul": True})
     assert any(r["rule"] == "merge-parallel-matmul" for r in merged.reports["fusion"]["rewrites"])
     assert merged.kernels < fused.kernels
-    assert max_rel_err(LocalModel.from_compiled(merged, minilm.inputs).run(inputs), ref) < 1e-4
+    assert relative_error(ref, LocalModel.from_compiled(merged, minilm.inputs).run(inputs)) < 1e-4
     assert plan["kernels_after"] < plan["kernels_before"]
     kinds = {g["kind"] for g in plan["groups"]}
     assert "Many-to-Many (GEMM)" in kinds and "Many-to-Many (reduce)" in kinds
@@ -52,7 +51,7 @@ def test_bert_family_matches_pytorch(name, host_target):
     inputs = _masked(model.example_inputs(seed=1))
     compiled = build(model, host_target, "canao", options={"yellow": "default"})
     out = LocalModel.from_compiled(compiled, model.inputs).run(inputs)
-    assert max_rel_err(out, model.reference(inputs)) < 1e-4
+    assert relative_error(model.reference(inputs), out) < 1e-4
     stock_kernels = build(model, host_target, "stock").kernels
     assert compiled.kernels < stock_kernels
 
@@ -77,4 +76,4 @@ def test_lp_rewrite_composes_with_stock_pipeline(minilm, minilm_text_inputs):
     vm = relax.VirtualMachine(exe, tvm.cpu())
     out = vm["main"](*[tvm.runtime.tensor(minilm_text_inputs[s.name]) for s in minilm.inputs],
                      *[tvm.runtime.tensor(p) for p in minilm.params]).numpy()
-    assert max_rel_err(out, minilm.reference(minilm_text_inputs)) < 1e-4
+    assert relative_error(minilm.reference(minilm_text_inputs), out) < 1e-4

@@ -7,8 +7,9 @@ import pytest
 import tvm
 from tvm import relax
 
+from canao.bench.suite import relative_error
 from canao.fusion.polynomial import PolynomialSimplify, RewriteLog
-from polynomial_check import relative_error, relax_op_count, runtime_elementwise_flops
+from polynomial_check import relax_op_count, runtime_elementwise_flops
 
 SEQ = 16
 

@@ -10,8 +10,9 @@ import pytest
 import tvm
 from tvm import relax
 
+from canao.bench.suite import relative_error
 from canao.fusion.polynomial import FAMILIES, PolynomialSimplify, RewriteLog, weight_params
-from polynomial_check import relative_error, relax_op_count, run_module
+from polynomial_check import relax_op_count, run_module
 
 F32 = "float32"
 

@@ -33,7 +33,33 @@ def real_inputs(imported, batch: int) -> (Dict[str, np.ndarray], str):
     return imported.example_inputs(), "seeded synthetic token ids"
 
 
+def relative_error(reference, candidate) -> float:
+    """max |candidate - reference| / max(1, max |reference|): the error the build's numeric check
+    bounds (``within_tolerance``, ``canao compile --atol``), as one number.
+
+    The maximum is over elements (not a norm), scaled by the reference's magnitude with a floor of 1
+    so near-zero outputs are judged in absolute terms. NaN-aware: NaN where both have NaN and equal
+    infinities count as equal; NaN in only one of them, or a shape mismatch, is ``inf``. Lists /
+    tuples of arrays (several outputs): the worst of the pairs (``inf`` when the counts differ).
+    """
+    if isinstance(reference, (list, tuple)):
+        if len(reference) != len(candidate):
+            return float("inf")
+        return max((relative_error(a, b) for a, b in zip(reference, candidate)), default=0.0)
+    reference, candidate = np.asarray(reference, "float64"), np.asarray(candidate, "float64")
+    if reference.shape != candidate.shape:
+        return float("inf")
+    if np.any(np.isnan(reference) != np.isnan(candidate)):
+        return float("inf")
+    ok = (np.isnan(reference) & np.isnan(candidate)) | (np.isinf(reference) & (reference == candidate))
+    with np.errstate(invalid="ignore"):  # inf - inf where ``ok`` masks it
+        diff = np.where(ok, 0.0, np.abs(reference - candidate))
+    scale = max(1.0, float(np.max(np.where(ok, 0.0, np.abs(reference)), initial=0.0)))
+    return float(np.max(diff, initial=0.0)) / scale
+
+
 def within_tolerance(err: float, ref: np.ndarray, atol: float) -> bool:
+    """``err`` (max abs error) within ``atol`` relative to ``ref`` as ``relative_error`` scales it."""
     return err <= atol * max(1.0, float(np.abs(ref).max()))
 
 
