@@ -49,3 +49,11 @@ def assert_one_line_error(proc, *needles):
     for needle in needles:
         assert needle.lower() in last.lower(), (needle, last)
     return last
+
+
+@pytest.fixture(scope="session")
+def echo_onnx(tmp_path_factory):
+    """The "echo" ONNX model file (tests/onnx_models.py): output 1 echoes input_ids, output 2 computes."""
+    from onnx_models import make_echo_onnx
+
+    return make_echo_onnx(tmp_path_factory.mktemp("onnx") / "echo_embed.onnx")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, run_cli
-from test_outputs_multi import SEQ, make_echo_onnx
+from onnx_models import SEQ
 
 # Runs `canao compile` with one extra stage in the canao pipeline's schedule slot that raises,
 # the way a bug in a stage would surface: from inside tvm.transform (through TVM's FFI).
@@ -28,11 +28,6 @@ BOOM = textwrap.dedent("""
     from canao.cli import main
     sys.exit(main(sys.argv[1:]))
 """)
-
-
-@pytest.fixture(scope="module")
-def echo_onnx(tmp_path_factory):
-    return make_echo_onnx(tmp_path_factory.mktemp("onnx") / "echo_embed.onnx")
 
 
 @pytest.fixture(scope="module")
