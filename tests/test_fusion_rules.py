@@ -5,7 +5,7 @@ from tvm import relax
 
 from canao.fusion import LPRewrite
 from canao.fusion.rewrites import RewriteRecord, apply_rule
-from canao.fusion.rewrites.algebra import (DropNoopBroadcast, FoldScaleIntoWeights, HoistMaskTest,
+from canao.fusion.rewrites.algebra import (DropNoopBroadcast, FoldScaleIntoWeights, HoistMaskTest, LinearOnLeadingDims,
                                            MatmulFirstInAdd, WhereZeroLikeToScalar)
 
 from fusion_helpers import build_module, op_count, random_args, run
@@ -171,3 +171,41 @@ def test_records_are_json():
     record = RewriteRecord("r", "a*2*3", "a*6", 2, {"scale": 6.0})
     assert json.loads(json.dumps(record.to_json())) == {"rule": "r", "before": "a*2*3", "after": "a*6", "count": 2,
                                                        "scale": 6.0}
+
+
+def _flattened_linear(bb, x, w, b, w2):
+    """What torch.export makes of two linear layers on a [B, S, K] activation, the second one
+    feeding a head split (reshape to [B, S, heads, d])."""
+    flat = bb.emit(op.reshape(x, (6, 8)))
+    y = bb.emit(op.reshape(bb.emit(op.add(bb.emit(op.matmul(flat, w)), b)), (2, 3, 16)))
+    g = bb.emit(op.nn.gelu(y))
+    z = bb.emit(op.matmul(bb.emit(op.reshape(g, (6, 16))), w2))
+    return bb.emit(op.reshape(z, (2, 3, 2, 4)))
+
+
+def test_linear_on_leading_dims_drops_the_flatten_and_unflatten():
+    mod = build_module(_flattened_linear, [("x", (2, 3, 8), "float32")],
+                       [("w", (8, 16), "float32"), ("b", (16,), "float32"), ("w2", (16, 8), "float32")])
+    records = []
+    out = relax.transform.DeadCodeElimination(["main"])(apply_rule(mod, LinearOnLeadingDims(), records))
+    assert records and records[0].count == 2
+    # the first linear needs no reshape at all; the second keeps only its head split
+    assert op_count(mod, "relax.reshape") == 4 and op_count(out, "relax.reshape") == 1
+    shapes = [tuple(int(d) for d in b.value.ty.shape) for b in out["main"].body.blocks[0].bindings
+              if isinstance(b.value, relax.Call) and b.value.op.name == "relax.matmul"]
+    assert shapes == [(2, 3, 16), (2, 3, 8)]
+    args = random_args(mod)
+    np.testing.assert_allclose(run(out, args), run(mod, args), rtol=1e-6, atol=1e-6)
+
+
+def test_linear_on_leading_dims_leaves_a_shared_gemm_alone():
+    def body(bb, x, w):
+        mm = bb.emit(op.matmul(bb.emit(op.reshape(x, (6, 8))), w))
+        first = bb.emit(op.reshape(mm, (2, 3, 16)))
+        second = bb.emit(op.reshape(bb.emit(op.reshape(mm, (2, 3, 2, 8))), (2, 3, 16)))
+        return bb.emit(op.add(first, second))
+
+    mod = build_module(body, [("x", (2, 3, 8), "float32")], [("w", (8, 16), "float32")])
+    records = []
+    apply_rule(mod, LinearOnLeadingDims(), records)
+    assert records == []  # the GEMM has two users: rewriting one would compute it twice

@@ -238,6 +238,10 @@ def plan_groups(graph: KernelGraph, decide_yellow: Callable[[Grouping, int, int,
             if a == b:
                 continue
             colour, reason = decide(g.kind(a), g.kind(b))
+            if colour == GREEN and g.kind(a) == Mapping.GEMM and any(graph.nodes[i].costly for i in _bits(g.members[b])):
+                # measured on MiniLM (Zen 3, same schedules): FFN-up with GELU in the GEMM's tile
+                # epilogue ran slower than the GEMM + bias and a separate GELU kernel
+                colour, reason = YELLOW, "costly element-wise epilogue of a GEMM (e.g. GELU's erf), computed per register tile"
             edge = decisions.setdefault((p, c), EdgeDecision(p, c, colour, reason))
             edge.colour, edge.reason = colour, reason
             if colour != colour_wanted:

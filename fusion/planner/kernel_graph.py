@@ -29,6 +29,7 @@ class Node:
     inputs: List[int] = field(default_factory=list)  # producer node indices (deduplicated, ordered)
     consumers: List[int] = field(default_factory=list)
     output_bytes: int = 0
+    costly: bool = False  # an element-wise kernel whose body calls transcendental functions (GELU's erf)
 
 
 @dataclass
@@ -97,6 +98,7 @@ class KernelGraph:
         bindings = list(self.block.bindings)
         # pass 1: kernels get vertices 0..n-1, in binding order
         kinds: Dict[str, Mapping] = {}  # a PrimFunc called by many layers is classified once
+        costly: Dict[str, bool] = {}
         for binding in bindings:
             value = binding.value
             if _is_kernel(value):
@@ -106,8 +108,10 @@ class KernelGraph:
                     kinds[gv.name_hint] = (classify(callee, gv.name_hint) if isinstance(callee, tirx.PrimFunc)
                                            else Mapping.OPAQUE)
                 mapping = kinds[gv.name_hint]
+                if gv.name_hint not in costly:
+                    costly[gv.name_hint] = mapping == Mapping.ONE_TO_ONE and _computes_costly(mod[gv])
                 node = Node(len(self.nodes), binding.var, value, gv.name_hint, mapping,
-                            output_bytes=_bytes(binding.var.ty))
+                            output_bytes=_bytes(binding.var.ty), costly=costly[gv.name_hint])
                 self.node_of_var[binding.var] = node.index
                 self.vertex_of_var[binding.var] = node.index
                 self.nodes.append(node)
@@ -203,6 +207,20 @@ class KernelGraph:
             return f"{self.nodes[v].func_name} ({self.nodes[v].var.name})"
         other = self.others[v - len(self.nodes)]
         return f"{other.what} ({other.var.name})"
+
+
+def _computes_costly(func) -> bool:
+    """Whether a PrimFunc has a block the schedules would not recompute freely (calls, long
+    polynomials: ``codegen.schedules.rules.common.is_costly``)."""
+    from tvm import s_tir
+
+    from canao.codegen.schedules.rules.common import is_costly, root_blocks
+
+    try:
+        sch = s_tir.Schedule(func)
+        return any(is_costly(sch.get(b)) for b in root_blocks(sch))
+    except Exception:  # noqa: BLE001 - a function the schedule cannot read counts as cheap
+        return False
 
 
 def _args(call: relax.Call):

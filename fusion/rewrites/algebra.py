@@ -204,4 +204,64 @@ class WhereZeroLikeToScalar(Rule):
         return Match({var: lambda emit, cond=cond, k=const, z=z: relax.op.where(emit.get(cond), k, emit.get(z))})
 
 
-ALGEBRA_RULES = (MatmulFirstInAdd, FoldScaleIntoWeights, DropNoopBroadcast, HoistMaskTest, WhereZeroLikeToScalar)
+class LinearOnLeadingDims(Rule):
+    """``reshape(reshape(x, [M, K]) @ W + b, S)`` -> ``reshape(x @ W + b, S)`` (the reshape dropped
+    when S is already the shape of ``x @ W``): torch.export lowers a linear layer on a [B, S, K]
+    activation to a flatten, a 2-D GEMM and an unflatten. Left in, the two reshapes join the GEMM's
+    fusion group and its epilogue (bias, GELU, residual) reads the accumulator through
+    ``(i // N + j) % M`` index arithmetic that the vectoriser cannot see through (MiniLM FFN-up +
+    GELU: scalar stores). Relax's matmul takes the leading dims as batch dims directly.
+
+    Exact: the same products and sums in the same order, only the indexing changes.
+    Preconditions: static shapes; x is [..., K] and the flatten keeps K last (M = prod(x's leading
+    dims)); W is 2-D and weight-only; b (optional) is a vector of N, weight-only; the GEMM and the
+    bias add have this reshape as their only user.
+    """
+
+    name = "linear-on-leading-dims"
+    root_op = "relax.reshape"
+    before, after = "reshape(reshape(x, [M, K]) @ W + b, S)", "reshape(x @ W + b, S)"
+    _x = wildcard()
+    _flat = is_op("relax.reshape")(_x, wildcard())
+    _w = wildcard()
+    _mm = is_op("relax.matmul")(_flat, _w)
+    _bias = wildcard()
+    _add = is_op("relax.add")(_mm, _bias)
+    _pattern = is_op("relax.reshape")(_add | _mm, wildcard())
+
+    def match(self, view, var, call):
+        found = self._pattern.extract_matched_expr(call, view.var2val)
+        if found is None:
+            return None
+        x, w = found[self._x], found[self._w]
+        x_shape, w_shape, flat_shape = shape_of(x), shape_of(w), shape_of(found[self._flat])
+        out_shape = shape_of(call)
+        if None in (x_shape, w_shape, flat_shape, out_shape) or len(x_shape) < 3 or len(w_shape) != 2:
+            return None
+        k, n = w_shape
+        if flat_shape != (int(np.prod(x_shape[:-1])), k) or x_shape[-1] != k:
+            return None
+        if not view.is_weight_only(w) or view.is_weight_only(x):
+            return None
+        val2var = {value: v for v, value in view.var2val.items()}
+        mm_var = val2var.get(found[self._mm])
+        top = found[self._add] if self._add in found else found[self._mm]
+        if not view.single_use(val2var.get(top)) or not view.single_use(mm_var):
+            return None
+        bias = found.get(self._bias) if self._add in found else None
+        if bias is not None and (shape_of(bias) != (n,) or not view.is_weight_only(bias)):
+            return None
+        batched = tuple(x_shape[:-1]) + (n,)
+        out_dtype = found[self._mm].attrs.out_dtype
+
+        def build(emit, x=x, w=w, bias=bias, out_shape=out_shape, batched=batched, out_dtype=out_dtype):
+            y = emit.emit(relax.op.matmul(emit.get(x), emit.get(w), out_dtype=out_dtype))
+            if bias is not None:
+                y = emit.emit(relax.op.add(y, emit.get(bias)))
+            return y if tuple(out_shape) == batched else relax.op.reshape(y, out_shape)
+
+        return Match({var: build})
+
+
+ALGEBRA_RULES = (MatmulFirstInAdd, FoldScaleIntoWeights, DropNoopBroadcast, HoistMaskTest, WhereZeroLikeToScalar,
+                 LinearOnLeadingDims)

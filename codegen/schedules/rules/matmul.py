@@ -21,8 +21,8 @@ from tvm import s_tir, tirx
 from tvm.ir.expr import TensorLoad
 
 from .base import CPURule
-from .common import (attempt, dtype_bits, extent, largest_divisor, root_blocks, schedule_injective,
-                     vectorize_innermost, is_spatial, is_reduction, _realize)
+from .common import (attempt, dtype_bits, extent, is_costly, largest_divisor, root_blocks, schedule_injective,
+                     vectorize_innermost, is_spatial, is_reduction, writes_output, _realize)
 
 
 @dataclass
@@ -185,6 +185,19 @@ class Matmul(CPURule):
             blk = sch.get_sblock(name)
             if is_spatial(sch, blk) and not any(sch.get(c).name_hint == main_name for c in sch.get_consumers(blk)):
                 attempt(sch.compute_inline, blk)
+        # Element-wise epilogue steps (bias, reshape, GELU's multiplies) are inlined into the next
+        # one, so the tile goes from the accumulator to the output in registers. Left as blocks,
+        # each wrote its own full-size buffer (measured on MiniLM's FFN-up + GELU: 2.9 ms per call
+        # vs 2.1 for the GEMM + bias alone). A costly step read twice stays materialised.
+        for name in after:
+            blk = sch.get_sblock(name)
+            if not is_spatial(sch, blk) or writes_output(sch, blk, func):
+                continue
+            if is_costly(sch.get(blk)) and len(sch.get_consumers(blk)) > 1:
+                continue
+            attempt(sch.compute_inline, blk)
+        order = [sch.get(b).name_hint for b in root_blocks(sch)]
+        after = order[order.index(main_name) + 1:]
         row_mode = any(is_reduction(sch, sch.get_sblock(name)) for name in after)
         # An output written straight by the reduction gets a tile-sized accumulator.
         if _writes_param(sch.get(main), func):
