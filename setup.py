@@ -70,7 +70,9 @@ setup(
         "baselines": ["ai-edge-litert==2.3.0"],
         # pytest-random-order: CI runs the suite in a shuffled (seeded) order, so a test that only
         # passes after another one (the MetaSchedule logger leak) shows up
-        "test": ["pytest", "hypothesis", "pytest-random-order"],
+        # pytest-xdist: the suite runs on two workers (`-n 2 --dist loadgroup`) to stay within
+        # 30 minutes on a 2-core machine; emulated-device tests share one worker (tests/conftest.py)
+        "test": ["pytest", "hypothesis", "pytest-random-order", "pytest-xdist"],
     },
     entry_points={"console_scripts": ["canao=canao.cli:main"]},
 )

@@ -7,6 +7,22 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # two workers share the two cores: a TVM thread pool per worker sized to all cores would
+    # oversubscribe them (its workers spin while waiting); no test asserts a timing
+    os.environ.setdefault("TVM_NUM_THREADS", "1")
+
+# Modules that start emulated aarch64 devices (qemu-user RPC servers, a tracker, the detached
+# device registry): under pytest-xdist (`-n 2 --dist loadgroup`, the README's test command) they
+# all run on one worker, so one device farm is booted and the registry is not shared.
+EMULATED_DEVICE_MODULES = {"test_android_device.py", "test_android_tracker.py", "test_android_units.py",
+                           "test_bench_device.py", "test_errors_oneline.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in EMULATED_DEVICE_MODULES:
+            item.add_marker(pytest.mark.xdist_group("emulated-device"))
 
 SEQ = 32
 
