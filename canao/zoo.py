@@ -195,8 +195,11 @@ def _flatten(value):
 
 
 def _compare(outputs, reference: Dict[str, "object"]):
-    """{name: relative error} over every reference output, or raise naming a count mismatch."""
+    """{name: relative error} over every reference output (``relative_error`` with a 1e-6 floor:
+    purely relative), or raise naming a count or shape mismatch."""
     import numpy as np
+
+    from .bench.suite import relative_error
 
     if len(outputs) != len(reference):
         raise AssertionError(f"the compiled model returns {len(outputs)} outputs, PyTorch {len(reference)}")
@@ -205,8 +208,7 @@ def _compare(outputs, reference: Dict[str, "object"]):
         ref = np.asarray(ref)
         if tuple(out.shape) != tuple(ref.shape):
             raise AssertionError(f"output {name} has shape {tuple(out.shape)}, PyTorch {tuple(ref.shape)}")
-        scale = max(float(np.abs(ref).max()), 1e-6) if ref.size else 1.0
-        errors[name] = float(np.abs(out.astype("float64") - ref.astype("float64")).max() / scale) if ref.size else 0.0
+        errors[name] = relative_error(ref, np.asarray(out), floor=1e-6)
     return errors
 
 

@@ -12,17 +12,20 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # oversubscribe them (its workers spin while waiting); no test asserts a timing
     os.environ.setdefault("TVM_NUM_THREADS", "1")
 
-# Modules that start emulated aarch64 devices (qemu-user RPC servers, a tracker, the detached
-# device registry): under pytest-xdist (`-n 2 --dist loadgroup`, the README's test command) they
-# all run on one worker, so one device farm is booted and the registry is not shared.
+# Under pytest-xdist (`-n 2 --dist loadgroup`, the README's test command) every module is one
+# group, run on one worker with its tests together, so a module-scoped fixture (a tuned database,
+# a booted device farm) is made once: spread over workers or interleaved with other modules,
+# pytest tears it down and rebuilds it (measured: 4 x 130 s for the tuning database, a device farm
+# rebooted before every tracker test). Modules that start emulated aarch64 devices (qemu-user RPC
+# servers, a tracker, the detached-device registry) share one group.
 EMULATED_DEVICE_MODULES = {"test_android_device.py", "test_android_tracker.py", "test_android_units.py",
                            "test_bench_device.py", "test_errors_oneline.py"}
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.path.name in EMULATED_DEVICE_MODULES:
-            item.add_marker(pytest.mark.xdist_group("emulated-device"))
+        group = "emulated-device" if item.path.name in EMULATED_DEVICE_MODULES else item.path.name
+        item.add_marker(pytest.mark.xdist_group(group))
 
 SEQ = 32
 

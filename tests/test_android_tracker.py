@@ -59,7 +59,7 @@ def ready_farm(farm, candidates):
                                         emulator=device.emulator).start()
     for device in devices:
         device.wait_ready()
-    wait_for_devices(tracker.address, KEY, 2, timeout=60)
+    wait_for_devices(tracker.address, KEY, 2, timeout=180)  # qemu boots slowly beside a busy worker
     return tracker, devices
 
 
