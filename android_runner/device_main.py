@@ -7,6 +7,12 @@ under qemu twice (6-12 s each). This script builds the same server object
 points ``sys.executable`` at the qemu wrapper so TVM's own ``--no-fork``/spawn paths work.
 ``--stock`` runs the unmodified ``tvm.exec.rpc_server`` instead.
 
+One change to TVM's server: a session whose process exits with an error (a client that dropped,
+or was cut off by the host's watchdog mid-call) no longer ends the server. TVM's ``_serving``
+raises RuntimeError for a non-zero exit code, outside the listen loop's ``try``, which kills the
+listen thread: the device went offline after its first dropped client (seen in CI: "Connect to
+127.0.0.1:PORT failed" after a frozen-device test thawed it). A phone's server keeps serving.
+
 It must not import canao: the device has only TVM and its dependencies.
 """
 import argparse
@@ -46,16 +52,37 @@ def main() -> None:
         runpy.run_module("tvm.exec.rpc_server", run_name="__main__")
         return
 
-    from tvm.rpc.server import PopenRPCServerState
+    from tvm.rpc import server
 
+    _keep_serving_after_failed_sessions(server)
     tracker = None
     if args.tracker:
         host, port = args.tracker.rsplit(":", 1)
         tracker = (host, int(port))
-    state = PopenRPCServerState(args.host, args.port, args.port_end, tracker_addr=tracker, key=args.key,
+    state = server.PopenRPCServerState(args.host, args.port, args.port_end, tracker_addr=tracker, key=args.key,
                                 custom_addr=args.custom_addr)
     print(f"{READY} {state.port}", flush=True)
     state.thread.join()
+
+
+def _keep_serving_after_failed_sessions(server) -> None:
+    """Wrap ``server._serving`` (looked up at call time by the listen loop) so that a failed
+    session is logged and the loop goes on accepting the next client from the folder it started in."""
+    serving = server._serving
+
+    def serving_that_survives(sock, addr, opts, load_library):
+        home = os.getcwd()
+        try:
+            serving(sock, addr, opts, load_library)
+        except Exception as exc:  # the session process exited with an error; the server lives on
+            logging.warning("session from %s ended with an error: %s", addr, exc)
+            os.chdir(home)  # TVM chdirs into the session's temp folder, which is deleted next
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    server._serving = serving_that_survives
 
 
 if __name__ == "__main__":

@@ -104,6 +104,29 @@ def test_wrong_architecture_refused_before_upload(device, tmp_path, capsys):
     assert code == 2 and len(errors) == 1 and "built for x86_64" in errors[0] and "fix:" in errors[0]
 
 
+def test_device_serves_after_a_session_process_crashes(device):
+    """TVM's stock server raises out of its listen loop when a session process exits with an error,
+    and the device goes offline; ours logs it and serves the next client (device_main.py)."""
+    import psutil
+
+    session = connect(rpc=_rpc(device), call_timeout=60)
+    assert session.system_triple().startswith("aarch64")
+    server = psutil.Process(device.proc.pid)
+    children = server.children(recursive=True)
+    assert children, "the session runs in a forked process on the device"
+    for child in children:
+        child.kill()  # the session process crashes (exit code -9)
+    psutil.wait_procs(children, timeout=30)
+    session.close()
+    deadline = time.monotonic() + 30
+    while "ended with an error" not in device.log_path.read_text(errors="replace"):
+        assert time.monotonic() < deadline, device.log_path.read_text(errors="replace")[-2000:]
+        time.sleep(0.5)
+    assert device.proc.poll() is None, "the device server exited after a crashed session"
+    with connect(rpc=_rpc(device), call_timeout=60) as again:
+        assert again.system_triple().startswith("aarch64")
+
+
 def test_frozen_device_times_out_instead_of_hanging(device, bert):
     folder, _, inputs = bert
     artifact = load_artifact(folder)
