@@ -8,7 +8,11 @@ whole-model time is measured un-instrumented in the same process, so the per-ker
 compared with it (the gap is VM overhead between calls plus the instrument's own cost).
 
 Limits: host CPU only (a device over RPC has no instrument hook from the host); FLOPs are TVM's
-estimate of each PrimFunc (0 where the analysis cannot count, e.g. opaque calls).
+estimate of each PrimFunc (0 where the analysis cannot count, e.g. opaque calls). "% roofline" is
+given for GEMM kernels only: the roofline is a multiply-add peak, and TVM counts an element-wise
+kernel's transcendental steps as FLOPs (GELU showed "180%"); the whole-model figure divides the
+model's matmul work (``canao.analysis.matmul_flops``, as the benchmark does), so two pipelines of
+one model are compared on the same work.
 """
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
@@ -38,6 +42,7 @@ class Profile:
     kernels: List[KernelRow]
     roofline_gflops: Optional[float] = None
     notes: List[str] = field(default_factory=list)
+    model_flops: Optional[float] = None  # matmul FLOPs of the model (None: the kernels' sum)
 
     @property
     def kernel_sum_ms(self) -> float:
@@ -47,9 +52,17 @@ class Profile:
     def total_flops(self) -> float:
         return sum(k.flops for k in self.kernels)
 
+    @property
+    def work_flops(self) -> float:
+        """What the whole-model GFLOP/s divides: the model's matmul FLOPs when known."""
+        return self.model_flops if self.model_flops else self.total_flops
+
     def pct_roofline(self, row: KernelRow) -> Optional[float]:
+        """Share of the FMA roofline, for GEMM kernels only (see the module docstring)."""
         g = row.gflops
-        return 100.0 * g / self.roofline_gflops if g and self.roofline_gflops else None
+        if not (g and self.roofline_gflops and "matmul" in row.ops):
+            return None
+        return 100.0 * g / self.roofline_gflops
 
     def to_json(self) -> dict:
         rows = []
@@ -58,11 +71,12 @@ class Profile:
             d["gflops"] = k.gflops
             d["pct_roofline"] = self.pct_roofline(k)
             rows.append(d)
-        whole_gflops = self.total_flops / self.whole_ms / 1e6 if self.whole_ms > 0 else None
+        whole_gflops = self.work_flops / self.whole_ms / 1e6 if self.whole_ms > 0 else None
         return {"model": self.model, "pipeline": self.pipeline, "target": self.target,
                 "whole_ms": self.whole_ms, "kernel_sum_ms": self.kernel_sum_ms,
                 "kernel_sum_over_whole": self.kernel_sum_ms / self.whole_ms if self.whole_ms > 0 else None,
-                "total_gflop": self.total_flops / 1e9, "whole_gflops": whole_gflops,
+                "total_gflop": self.total_flops / 1e9, "model_matmul_gflop": (self.model_flops or 0) / 1e9,
+                "whole_gflops": whole_gflops,
                 "roofline_gflops": self.roofline_gflops,
                 "whole_pct_roofline": (100.0 * whole_gflops / self.roofline_gflops
                                        if whole_gflops and self.roofline_gflops else None),
@@ -89,7 +103,10 @@ def profile_compiled(compiled, imported, inputs: Dict[str, "object"], *, repeat:
                               flops=float(info.get("flops", 0.0)) * calls, kind=info.get("kind", ""),
                               ops=list(info.get("ops", []))))
     rows.sort(key=lambda r: r.ms, reverse=True)
+    from canao.analysis import matmul_flops
+
     return Profile(model=imported.name, pipeline=compiled.pipeline, target=compiled.target.name,
+                   model_flops=float(matmul_flops(imported.mod)) or None,
                    whole_ms=float(measured.latency["mean_ms"]), kernels=rows, roofline_gflops=roofline_gflops)
 
 
@@ -110,10 +127,11 @@ def markdown(profile: Profile, top: Optional[int] = None) -> str:
                      f"{100 * sum(k.share for k in rest):.1f}% | | | | |")
     j = profile.to_json()
     lines += ["", f"whole model {profile.whole_ms:.3f} ms; per-kernel sum {profile.kernel_sum_ms:.3f} ms "
-              f"({100 * j['kernel_sum_over_whole']:.0f}% of the whole); {j['total_gflop']:.3f} GFLOP"]
+              f"({100 * j['kernel_sum_over_whole']:.0f}% of the whole); kernels {j['total_gflop']:.3f} GFLOP "
+              f"(TVM's count), model matmul work {j['model_matmul_gflop']:.3f} GFLOP"]
     if j["whole_pct_roofline"] is not None:
         lines.append(f"roofline {profile.roofline_gflops:.0f} GFLOP/s (FMA peak measured in this run): "
-                     f"whole model at {j['whole_gflops']:.1f} GFLOP/s = {j['whole_pct_roofline']:.0f}%")
+                     f"whole model at {j['whole_gflops']:.1f} GFLOP/s of matmul work = {j['whole_pct_roofline']:.0f}%")
     for note in profile.notes:
         lines.append(f"note: {note}")
     return "\n".join(lines) + "\n"

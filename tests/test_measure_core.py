@@ -3,6 +3,8 @@ timing is asserted anywhere)."""
 import itertools
 import warnings
 
+import time
+
 import pytest
 
 from canao.errors import CanaoError
@@ -116,6 +118,20 @@ def test_assert_quiet_machine(monkeypatch):
     assert assert_quiet_machine(load=lambda: (0.5, 0.5, 0.5), max_load=1.0) == 0.5
     monkeypatch.setenv("CANAO_ALLOW_BUSY", "1")
     assert assert_quiet_machine(load=lambda: (7.0, 3.0, 1.0), max_load=1.0) == 7.0
+
+
+def test_quiet_check_discounts_this_process_own_compile_work(monkeypatch):
+    """A command's own compile raises the load average; only the rest counts as another job."""
+    from canao.measure.core import own_load
+
+    monkeypatch.delenv("CANAO_ALLOW_BUSY", raising=False)
+    assert assert_quiet_machine(load=lambda: (1.8, 1.0, 0.5), max_load=1.0, own=lambda: 1.5) == 1.8
+    with pytest.raises(CanaoError, match="1.30 of it not ours"):
+        assert_quiet_machine(load=lambda: (1.8, 1.0, 0.5), max_load=1.0, own=lambda: 0.5)
+    start = time.process_time()
+    while time.process_time() - start < 0.5:  # burn CPU: the estimate must see it
+        pass
+    assert own_load() > 0.0
 
 
 def test_record_collects_into_nested_reports_and_warns_once():

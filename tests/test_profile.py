@@ -40,6 +40,11 @@ def test_profile_cli_writes_table_json_and_plot(tmp_path):
     for p in saved["profiles"]:
         assert p["roofline_gflops"] and p["roofline_gflops"] > 0
         assert all(k["pct_roofline"] is None or k["pct_roofline"] > 0 for k in p["kernels"])
+        # the FMA roofline is quoted for GEMM kernels only, and the whole model against its matmul work
+        assert all((k["pct_roofline"] is not None) == ("matmul" in k["ops"] and bool(k["gflops"]))
+                   for k in p["kernels"])
+    works = {p["model_matmul_gflop"] for p in saved["profiles"]}
+    assert len(works) == 1 and works.pop() > 0
     assert (out / "profile.png").stat().st_size > 1000 and (out / "profile.md").exists()
 
 
