@@ -57,9 +57,12 @@ def _add_verbose(sub) -> None:
 
 
 def _environment(verbose: bool) -> None:
-    """Offline model loading always; with -v, libraries keep their own log levels."""
+    """Offline model loading always; progress bars sparse when stderr is not a terminal; with -v,
+    libraries keep their own log levels."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not sys.stderr.isatty():  # a pipe or a CI log: a progress line every 15 s, not ten a second
+        os.environ.setdefault("TQDM_MININTERVAL", "15")
     if not verbose:  # they would only go to the log file; fewer lines to route
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

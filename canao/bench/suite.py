@@ -126,7 +126,14 @@ def run(imported, engines: List[Engine], threads: int, runs: int, warmup: int, m
     bar.close()
     clock = time.perf_counter()
     rounds = tqdm(total=runs, desc="timing rounds", disable=not progress, leave=False)
-    timings = interleaved(runners, runs, warmup, max_seconds, progress=lambda r: rounds.update(1))
+
+    def advance(r: int) -> None:
+        if r == 1 and rounds.n:  # the noise gate rejected the last try: the rounds start over
+            rounds.reset(total=runs)
+            rounds.set_description("timing rounds (noisy try, again)")
+        rounds.update(1)
+
+    timings = interleaved(runners, runs, warmup, max_seconds, progress=advance)
     rounds.close()
     time_s["timing"] = time.perf_counter() - clock
     for row in rows:
