@@ -57,13 +57,15 @@ def predicted_latency(predictor, space, target_spec=None, seq_len: Optional[int]
     return fusion
 
 
-def measure_genes(space, genes, target_spec, seq_len: int, allow_busy: bool = False) -> dict:
+def measure_genes(space, genes, target_spec, seq_len: int, allow_busy: bool = False, measurer=None) -> dict:
     """Re-measure one architecture on the target through the measurement core: the latency row
-    (``mean_ms`` = trimmed mean, plus reference time, load, tries, flagged)."""
+    (``mean_ms`` = trimmed mean, plus reference time, load, tries, flagged). ``measurer``: the
+    search's device measurer (``--rpc/--tracker``), else this CPU's."""
     from .measurer import LocalMeasurer, compile_subnet
 
     imported, compiled, inputs = compile_subnet(space, genes, target_spec, seq_len)
-    return LocalMeasurer(allow_busy=allow_busy).measure(compiled, imported, inputs, kernels=False).latency
+    measurer = measurer or LocalMeasurer(allow_busy=allow_busy)
+    return measurer.measure(compiled, imported, inputs, kernels=False).latency
 
 
 def measured_winner(candidates, limit_ms: float, measure, max_checks: int = 8) -> dict:

@@ -2,8 +2,9 @@
 
 ``Measurer`` is the interface the latency dataset and the search call; ``LocalMeasurer`` times on
 this CPU through the measurement core (``canao.measure``: warm-up, rounds with the reference
-workload, the noise gate). A ``--rpc/--tracker`` measurer (canao.android_runner) implements the
-same two methods."""
+workload, the noise gate); ``nas.remote_measurer.RemoteMeasurer`` times on a device over TVM RPC
+(``--rpc/--tracker``). A measurer with a ``close()`` holds a resource (an RPC session) that its
+caller ends when done."""
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -26,8 +27,10 @@ class Measurement:
 
 
 class Measurer:
-    """Times a compiled model; ``kernels=True`` also times each kernel call inside the model."""
+    """Times a compiled model; ``kernels=True`` also times each kernel call inside the model when
+    ``times_kernels`` (a measurer that cannot, e.g. over RPC, returns empty kernel dicts)."""
     name = "abstract"
+    times_kernels = True
 
     def measure(self, compiled, imported, inputs: Dict[str, np.ndarray], kernels: bool) -> Measurement:
         raise NotImplementedError

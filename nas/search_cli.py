@@ -8,9 +8,13 @@ from canao.errors import CanaoError
 def register(subparsers) -> None:
     ld = subparsers.add_parser("latency-dataset", help="measure sampled SubTransformers through the compile path",
                                description="Compile sampled SubTransformers (import -> LP-Fusion -> build), time them "
-                                           "and their kernels; resumable (rerun skips measured genes).")
+                                           "and their kernels on this CPU, or on a device over TVM RPC (--rpc, "
+                                           "--tracker: whole-model times only); resumable (rerun skips measured "
+                                           "genes).")
     ld.add_argument("--space", required=True, help="space config name or YAML path (e.g. bert_minilm)")
-    ld.add_argument("--target", default="x86", help="target (default x86: this CPU)")
+    ld.add_argument("--target", default="x86",
+                    help="target (default x86: this CPU; one that does not run here, e.g. android-arm64, needs "
+                    "--rpc or --tracker)")
     ld.add_argument("-n", type=int, required=True, help="how many distinct architectures")
     ld.add_argument("--out", required=True, help="dataset file (JSON lines; appended)")
     ld.add_argument("--seq-len", type=int, default=None, help="sequence length (default: the space's)")
@@ -19,6 +23,7 @@ def register(subparsers) -> None:
     ld.add_argument("--allow-busy", action="store_true",
                     help="measure even when the 1-minute load average says another heavy job is running: rows "
                     "timed beside other work are what made earlier predictors useless (docs/nas.md)")
+    add_device_args(ld, "time every architecture")
     ld.set_defaults(func=_latency_dataset)
 
     pr = subparsers.add_parser("predictor", help="train / evaluate latency predictors on a latency dataset")
@@ -38,6 +43,32 @@ def register(subparsers) -> None:
     register_search(subparsers)
 
 
+def add_device_args(parser, what: str) -> None:
+    """--rpc / --tracker + --key / --retries / --call-timeout: measure on a device over TVM RPC."""
+    g = parser.add_argument_group("measuring on a device over TVM RPC (a phone, or `canao device start-emulated`)")
+    g.add_argument("--rpc", metavar="HOST:PORT", help=f"{what} on the device whose RPC server listens here; "
+                   "needed for a target that does not run on this machine (e.g. android-arm64)")
+    g.add_argument("--tracker", metavar="HOST:PORT", help=f"{what} on a free device of --key at this TVM RPC "
+                   "tracker (a device farm; a device that drops is replaced by another); not with --rpc")
+    g.add_argument("--key", help="device key at the tracker, e.g. android")
+    g.add_argument("--retries", type=int, default=2, metavar="N",
+                   help="reconnects (and re-measurements) of an architecture after the device drops (default 2)")
+    g.add_argument("--call-timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="seconds one remote step (upload, timing) may take before the device counts as frozen "
+                   "(default 300: qemu-emulated devices are slow)")
+
+
+def _device_measurer(args, repeat: int = 30):
+    """A RemoteMeasurer for --rpc/--tracker (arguments checked now, before anything compiles), else None.
+    Per-kernel times are not measured over RPC (docs/nas.md)."""
+    if not (args.rpc or args.tracker or args.key):
+        return None
+    from canao.nas.remote_measurer import RemoteMeasurer
+
+    return RemoteMeasurer(rpc=args.rpc, tracker=args.tracker, key=args.key, repeat=repeat, retries=args.retries,
+                          call_timeout=args.call_timeout)
+
+
 def _space_and_target(args):
     from canao.codegen import resolve_target
     from canao.nas.spaces import load_space
@@ -50,10 +81,10 @@ def _latency_dataset(args) -> int:
     from canao.nas.latency_dataset import build_dataset
     from canao.nas.measurer import LocalMeasurer
 
+    measurer = _device_measurer(args, args.repeat) or LocalMeasurer(repeat=args.repeat, allow_busy=args.allow_busy)
     space, target = _space_and_target(args)
     seq_len = args.seq_len or space.config.get("model", {}).get("seq_len", 128)
-    rows = build_dataset(space, target, args.n, args.out, seq_len=seq_len, seed=args.seed,
-                         measurer=LocalMeasurer(repeat=args.repeat, allow_busy=args.allow_busy))
+    rows = build_dataset(space, target, args.n, args.out, seq_len=seq_len, seed=args.seed, measurer=measurer)
     print(f"{len(rows)} rows in {args.out}")
     return 0
 
@@ -114,6 +145,7 @@ def register_search(subparsers) -> None:
                     "the measured figure (default 8)")
     se.add_argument("--allow-busy", action="store_true",
                     help="re-measure even when the load average says another heavy job is running (noisy)")
+    add_device_args(se, "re-measure the final candidates")
     se.set_defaults(func=_search)
 
 
@@ -122,9 +154,10 @@ def _search(args) -> int:
 
     from canao.atomic import write_json, write_text
     from canao.nas.evolution import Search, SearchSettings, random_search
-    from canao.nas.fitness import DevAccuracy, measure_genes, measured_winner, predicted_latency
+    from canao.nas.fitness import DevAccuracy, predicted_latency
     from canao.nas.predictor import load
 
+    device = _device_measurer(args)
     space, target = _space_and_target(args)
     seq_len = args.seq_len or space.config.get("model", {}).get("seq_len", 128)
     out = Path(args.out)
@@ -150,14 +183,8 @@ def _search(args) -> int:
         baselines["first 3 layers"] = three
     base_rows = {n: {"genes": g, "latency_ms": search.latency(g), "fitness": search.fitness(g)} for n, g in baselines.items()}
     check = None
-    if not args.no_remeasure and target.runs_locally:
-        from canao.measure import assert_quiet_machine
-
-        assert_quiet_machine(args.allow_busy, what="re-measuring the search's candidates")
-        check = measured_winner(evo["candidates"] + [{"genes": evo["best"], "fitness": evo["fitness"],
-                                                      "latency_ms": evo["latency_ms"]}], args.latency_ms,
-                                lambda g: measure_genes(space, g, target, seq_len, allow_busy=True),
-                                max_checks=args.remeasure)
+    if not args.no_remeasure and (device is not None or target.runs_locally):
+        check = _remeasure(args, space, target, seq_len, evo, device)
         if check["winner"] is not None:
             w = check["winner"]
             evo = {**evo, "best": w["genes"], "fitness": w["fitness"], "latency_ms": w["latency_ms"]}
@@ -174,6 +201,25 @@ def _search(args) -> int:
     write_text(out / "report.md", _report(space, result))
     print(json.dumps({k: result[k] for k in ("evolution", "winner_measured_ms", "random")}, sort_keys=True))
     return 0
+
+
+def _remeasure(args, space, target, seq_len, evo, device):
+    """The fittest candidates re-measured on the target (this CPU, or the --rpc/--tracker device,
+    whose session is closed afterwards) until one is within the limit on the measured figure."""
+    from canao.nas.fitness import measure_genes, measured_winner
+
+    if device is None:  # a device over RPC does not share this machine's cores: no load check
+        from canao.measure import assert_quiet_machine
+
+        assert_quiet_machine(args.allow_busy, what="re-measuring the search's candidates")
+    candidates = evo["candidates"] + [{"genes": evo["best"], "fitness": evo["fitness"], "latency_ms": evo["latency_ms"]}]
+    try:
+        return measured_winner(candidates, args.latency_ms,
+                               lambda g: measure_genes(space, g, target, seq_len, allow_busy=True, measurer=device),
+                               max_checks=args.remeasure)
+    finally:
+        if device is not None:
+            device.close()
 
 
 def _plot(path, evo, rnd, baselines, limit):
@@ -225,7 +271,7 @@ def _report(space, r) -> str:
         lines += ["", f"No winner: none of the {len(checked)} re-measured candidates is within the limit on the "
                   "target; retrain the predictor on more (quieter) rows or raise --remeasure."]
     else:
-        lines += ["", "Candidates not re-measured (--no-remeasure, or a target that does not run here): the winner "
-                  "is the predictor's."]
+        lines += ["", "Candidates not re-measured (--no-remeasure, or a target that does not run here and no "
+                  "--rpc/--tracker device): the winner is the predictor's."]
     lines += ["", "![Pareto](pareto.png)", ""]
     return "\n".join(lines)
