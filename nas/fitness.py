@@ -45,15 +45,13 @@ def predicted_latency(predictor, space, target_spec=None, seq_len: Optional[int]
     from canao.codegen import resolve_target
 
     from .kernels import kernel_table
-    from .latency_dataset import _calls_guess
     from .measurer import compile_subnet
 
     target_spec = target_spec or resolve_target("x86")
 
     def fusion(g):
         _, compiled, _ = compile_subnet(space, g, target_spec, seq_len or space.config["model"].get("seq_len", 128))
-        kernels = [{**k, "calls": _calls_guess(compiled, n)} for n, k in kernel_table(compiled).items()]
-        return predictor.predict_kernels(kernels)
+        return predictor.predict_kernels(list(kernel_table(compiled).values()))
     return fusion
 
 

@@ -142,6 +142,9 @@ def _kernel_rows(table: Dict[str, dict], m, cache: Optional[Dict[str, dict]], co
     this machine's, not the device's) and ``ms_per_call`` is None; calls are counted in the plan."""
     kernels = []
     for name, k in sorted(table.items()):
+        calls = m.kernel_calls.get(name, k["calls"])
+        if not calls:  # a PrimFunc left in the module that main never calls is not part of the plan
+            continue
         per_call = None
         if cache is not None:
             entry = cache.setdefault(k["signature"], {**{f: k[f] for f in ("ops", "shapes", "flops", "bytes", "kind")},
@@ -149,11 +152,5 @@ def _kernel_rows(table: Dict[str, dict], m, cache: Optional[Dict[str, dict]], co
             if name in m.kernel_ms and m.kernel_calls.get(name):
                 entry["samples_ms"].append(m.kernel_ms[name] / m.kernel_calls[name])
             per_call = sorted(entry["samples_ms"])[len(entry["samples_ms"]) // 2] if entry["samples_ms"] else None
-        kernels.append({**k, "calls": m.kernel_calls.get(name, _calls_guess(compiled, name)), "ms_per_call": per_call})
+        kernels.append({**k, "calls": calls, "ms_per_call": per_call})
     return kernels
-
-
-def _calls_guess(compiled, name: str) -> int:
-    """How often ``main`` calls a kernel, counted in the printed Relax function (no run needed)."""
-    text = str(compiled.mod["main"].script()) if "main" in [g.name_hint for g in compiled.mod.get_global_vars()] else ""
-    return max(1, text.count(f"cls.{name},")) if text else 1

@@ -61,6 +61,10 @@ class FusionPredictor:
                 if k.get("ms_per_call"):
                     samples.setdefault(k["signature"], []).append(k["ms_per_call"])
                     feats[k["signature"]] = k
+        if not samples:
+            raise CanaoError("the fusion-aware predictor needs per-kernel times, and no row of this dataset has "
+                             "any (rows measured over RPC carry none)",
+                             "train --kind mlp on a device dataset, or measure a --target x86 dataset here")
         self.known = {s: float(np.median(v)) for s, v in samples.items()}
         X = np.array([kernel_features(feats[s]) for s in self.known])
         y = np.log(np.array([self.known[s] for s in self.known]) + 1e-6)

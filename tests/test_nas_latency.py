@@ -95,3 +95,18 @@ def test_metrics_match_hand_computed_values():
 def test_trimmed_drops_the_extremes_like_hat():
     t = trimmed([100.0] + [1.0] * 8 + [0.0])
     assert t["mean_ms"] == pytest.approx(1.0) and t["kept"] == 8
+
+
+def test_kernel_calls_counted_in_the_ir_match_the_vm():
+    """The plan's call counts (read from the Relax IR) are what the VM really launches: rows whose
+    kernels came from the cache (no per-kernel pass) and the search's predictions rely on them."""
+    from canao.nas.kernels import kernel_table
+    from canao.nas.measurer import compile_subnet
+
+    space = load_space("bert_minilm_small")
+    genes = space.largest()
+    imported, compiled, inputs = compile_subnet(space, genes, resolve_target("x86"), 16)
+    launched = LocalMeasurer(1, 3, 1, allow_busy=True).measure(compiled, imported, inputs, kernels=True).kernel_calls
+    planned = {name: k["calls"] for name, k in kernel_table(compiled).items() if k["calls"]}
+    assert planned == launched
+    assert max(planned.values()) > 1  # a layer's kernels run once per layer

@@ -96,8 +96,15 @@ def test_dataset_rows_measured_on_the_device(dataset):
         assert lat["reference_ms"] is None and lat["ratio_to_reference"] is None and lat["load_avg_1m"] is None
         # the plan is there (signatures, calls from the Relax function), kernel times are not
         assert r["kernels"] and all(k["calls"] >= 1 and k["ms_per_call"] is None for k in r["kernels"])
+        assert any(k["calls"] > 1 for k in r["kernels"])  # counted in the IR: a layer's kernels once per layer
         assert r["kernel_pass"] is False
     assert not kernel_cache_path(out).exists()  # this machine's kernel cache is not the device's
+
+
+def test_fusion_predictor_on_a_device_dataset_is_one_line_error(dataset, tmp_path):
+    out, _ = dataset
+    proc = run_cli("predictor", "train", "--data", out, "--kind", "fusion", "--out", tmp_path / "p.pkl")
+    assert_one_line_error(proc, "per-kernel times", "--kind mlp")
 
 
 def test_rerun_skips_measured_rows_without_a_device(dataset, kind):
