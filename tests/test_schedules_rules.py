@@ -74,6 +74,17 @@ def test_matmul_bias_gelu_epilogue():
     assert _loops_kinds(sch) == (True, True)
 
 
+@pytest.mark.parametrize("target", [X86, AVX2, ARM], ids=["avx512", "avx2", "neon"])
+def test_reshape_epilogue_whose_rows_straddle_the_column_tile(target):
+    """[16, 96] written as [16, 4, 24]: a 16- or 32-column register tile spans two 24-wide rows of
+    the epilogue, which must then not be computed under the tile (it gave wrong numbers on AVX-512,
+    found by DeBERTa's Q projection)."""
+    a, w = te.placeholder((16, 32), name="A"), te.placeholder((32, 96), name="W")
+    y = _matmul(a, w)
+    out = te.compute((16, 4, 24), lambda i, h, d: y[i, h * 24 + d], name="T_reshape")
+    check(Matmul(), te.create_prim_func([a, w, out]), target=target)
+
+
 def test_batch_matmul_writes_output_directly():
     q, k = te.placeholder((4, 32, 16), name="Q"), te.placeholder((4, 16, 48), name="K")
     check(Matmul(), te.create_prim_func([q, k, _matmul(q, k)]))

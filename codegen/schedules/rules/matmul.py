@@ -254,6 +254,8 @@ class Matmul(CPURule):
             blk = sch.get_sblock(name)
             if _iteration_space(sch, blk) != out_space:
                 continue
+            if is_spatial(sch, blk) and not _tile_maps_to_a_box(sch, blk, main, nr, m_ext):
+                continue
             if attempt(sch.reverse_compute_at, blk, par, preserve_unit_loops=True):
                 placed.add(name)
                 if is_spatial(sch, blk):
@@ -287,6 +289,29 @@ def _iteration_space(sch, blk, spatial_only: bool = False):
         except TypeError:
             return None
     return total
+
+
+def _spatial_extents(sch, blk):
+    """Extents of the block's spatial iteration vars in order; None if one is symbolic."""
+    try:
+        return [int(iv.dom.extent) for iv in sch.get(blk).iter_vars if int(iv.iter_type) == 0]
+    except TypeError:
+        return None
+
+
+def _tile_maps_to_a_box(sch, blk, main, nr: int, m_ext: int) -> bool:
+    """Whether an epilogue over a reshaped output (e.g. [S, 96] written as [S, 2, 48]) reads each
+    mr x nr tile as a box of its own iteration space, so ``reverse_compute_at`` under the tile
+    computes exactly the tile. Required: its innermost extent is a multiple of nr (a 32-column tile
+    of 96 columns split as 2 x 48 straddles the 48 boundary) and the rows are not split (M is one
+    of its extents). Why: a straddling tile gave wrong results (DeBERTa's Q projection on AVX-512,
+    nr = 32, max rel err 0.3; with AVX2's nr = 16 the tiles happened to align)."""
+    extents = _spatial_extents(sch, blk)
+    if extents is not None and extents == _spatial_extents(sch, main):
+        return True  # the output's own shape: the tile is a box of it
+    if not extents:
+        return False
+    return extents[-1] % nr == 0 and (m_ext <= 1 or m_ext in extents)
 
 
 def _writes_param(block, func) -> bool:
