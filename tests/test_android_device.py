@@ -42,8 +42,13 @@ def bert(tmp_path_factory, booting_device):
     return folder, imported, inputs
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def device(booting_device, bert):
+    """The device, up before every test: the kill test leaves it dead, and the CI shuffles the
+    order of a module's tests (a test after it found nothing listening: "Connect ... failed")."""
+    if not booting_device.alive():
+        booting_device.stop()
+        booting_device.launch()
     return booting_device.wait_ready()
 
 
