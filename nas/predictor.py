@@ -139,14 +139,50 @@ class ArchMLP:
 PREDICTORS = {"fusion": FusionPredictor, "mlp": ArchMLP}
 
 
-def evaluate(rows: List[dict], heldout: float = 0.2, seed: int = 0) -> Dict[str, dict]:
-    """Train both predictors on the training architectures, report metrics on the held-out ones."""
+LABELS = ("ms", "reference")
+
+
+def in_reference_units(rows: List[dict], reference_ms: float) -> List[dict]:
+    """Copies of ``rows`` whose ``mean_ms`` is their ratio to the reference workload times
+    ``reference_ms``: each latency as if measured while the reference took ``reference_ms``.
+
+    Why: rows are timed minutes apart on a shared machine; the reference timed in the same rounds
+    slows with the host, so the ratio removes what the machine did meanwhile (docs/nas.md). Rows
+    without a ratio (measured over RPC) cannot be converted: one-line error."""
+    import copy
+
+    missing = sum(1 for r in rows if not r["latency"].get("ratio_to_reference"))
+    if missing:
+        raise CanaoError(f"{missing} of {len(rows)} rows have no ratio to the reference workload (rows measured over "
+                         "RPC or before the measurement core)", "use --label ms for this dataset")
+    out = copy.deepcopy(rows)
+    for r in out:
+        r["latency"]["mean_ms"] = r["latency"]["ratio_to_reference"] * reference_ms
+    return out
+
+
+def median_reference_ms(rows: List[dict]) -> float:
+    values = [r["latency"]["reference_ms"] for r in rows if r["latency"].get("reference_ms")]
+    if not values:
+        raise CanaoError("no row records the reference workload's time", "use --label ms for this dataset")
+    return float(np.median(values))
+
+
+def evaluate(rows: List[dict], heldout: float = 0.2, seed: int = 0, label: str = "ms") -> Dict[str, dict]:
+    """Train both predictors on the training architectures, report metrics on the held-out ones.
+    ``label="reference"``: train and score on latencies in reference units (:func:`in_reference_units`,
+    scaled by the training rows' median reference time)."""
+    if label not in LABELS:
+        raise CanaoError(f"unknown label {label!r}", f"use one of {', '.join(LABELS)}")
     train, test = holdout_split(rows, heldout, seed)
+    if label == "reference":
+        scale = median_reference_ms(train)
+        train, test = in_reference_units(train, scale), in_reference_units(test, scale)
     true = [r["latency"]["mean_ms"] for r in test]
     out = {}
     for key, cls in PREDICTORS.items():
         p = cls().fit(train)
-        out[key] = {"name": cls.name, "n_train": len(train), **metrics(p.predict_rows(test), true)}
+        out[key] = {"name": cls.name, "n_train": len(train), "label": label, **metrics(p.predict_rows(test), true)}
     return out
 
 

@@ -38,6 +38,10 @@ def register(subparsers) -> None:
     ev.add_argument("--data", required=True)
     ev.add_argument("--heldout", type=float, default=0.2)
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--label", choices=["ms", "reference"], default="ms",
+                    help="ms: the measured trimmed means; reference: each row's ratio to the reference workload timed "
+                         "in the same rounds, in ms at the training rows' median reference (removes what a shared "
+                         "machine did between rows; docs/nas.md)")
     ev.add_argument("--out", help="write the report JSON here")
     ev.set_defaults(func=_predictor_eval)
     register_search(subparsers)
@@ -110,7 +114,7 @@ def _predictor_train(args) -> int:
 def _predictor_eval(args) -> int:
     from canao.nas.predictor import evaluate
 
-    report = evaluate(_rows(args.data), args.heldout, args.seed)
+    report = evaluate(_rows(args.data), args.heldout, args.seed, args.label)
     text = json.dumps(report, indent=2, sort_keys=True)
     if args.out:
         from canao.atomic import write_text

@@ -71,6 +71,27 @@ def test_predictors_evaluate_on_heldout_architectures(dataset):
         assert 0 <= report[key]["within_5pct"] <= report[key]["within_10pct"] <= 1
 
 
+def test_reference_units_rescale_each_row_by_its_own_reference(dataset):
+    """A row timed while the machine was 2x slower (model and reference alike) gets the same
+    latency in reference units as when it was quiet; a row without a ratio is a one-line error."""
+    from canao.nas.predictor import in_reference_units, median_reference_ms
+
+    _, _, rows = dataset
+    quiet = rows[0]
+    slow = json.loads(json.dumps(quiet))
+    slow["latency"].update(mean_ms=2 * quiet["latency"]["mean_ms"], reference_ms=2 * quiet["latency"]["reference_ms"])
+    a, b = in_reference_units([quiet, slow], 1.0)
+    assert a["latency"]["mean_ms"] == b["latency"]["mean_ms"] == quiet["latency"]["ratio_to_reference"]
+    assert quiet["latency"]["mean_ms"] != a["latency"]["mean_ms"]  # copies: the input rows are untouched
+    assert median_reference_ms(rows) > 0
+    report = evaluate(rows, heldout=0.34, seed=0, label="reference")
+    assert report["fusion"]["label"] == "reference" and report["fusion"]["n_heldout"] == 1
+    blind = json.loads(json.dumps(quiet))
+    blind["latency"]["ratio_to_reference"] = None
+    with pytest.raises(CanaoError, match="label ms"):
+        in_reference_units([blind], 1.0)
+
+
 def test_local_measurer_refuses_a_busy_machine(monkeypatch):
     import canao.measure.core as core
 
