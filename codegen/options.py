@@ -24,6 +24,9 @@ class BuildOptions:
     # fusion/__init__.py -> LPRewrite: merge parallel Q/K/V matmuls into one. Off: measured ~1.2 ms
     # slower per MiniLM inference (x86, default schedules) than three GEMMs.
     merge_parallel_matmul: bool = False
+    # fusion/planner/attention.py: propose merging the scores + softmax kernel with the P.V GEMM
+    # (a yellow edge, settled like the others); False keeps them apart.
+    fuse_attention: bool = True
     # fusion/__init__.py -> LPRewrite's polynomial rules: the weights hold no +-inf / NaN, so rules
     # guarded on finite weights may fire. None: build() checks the weights (for_weights).
     finite_weights: Optional[bool] = None

@@ -36,7 +36,8 @@ def _fuse_stage(target, options):
     @__import__("tvm").transform.module_pass(opt_level=0, name="LPFuse+report")
     def _pass(mod, _ctx):
         # yellow edges are measured with the schedules this build applies (and cached under them)
-        fuse = LPFuse(target, options.yellow, plan, schedule_pass=_pipeline._slot_pass("schedule", target, options))
+        fuse = LPFuse(target, options.yellow, plan, schedule_pass=_pipeline._slot_pass("schedule", target, options),
+                      attention=options.fuse_attention)
         out = fuse(mod)
         plan.rewrites = [r.to_json() for r in sink.rewrite_records]
         sink.reports["fusion"] = plan.to_json()

@@ -11,6 +11,7 @@ from canao import analysis
 
 from .plan import FusionPlan
 from .planner import KernelGraph, Mapping, plan_groups
+from .planner.attention import merge_attention
 from .planner.grouping import _bits, cyclic_groups
 from .planner.outline import outline_groups
 from .rewrites import ALGEBRA_RULES, RewriteRecord, rule_pass
@@ -97,10 +98,12 @@ class LPFuse:
     the target, keep the faster; needs the target to run here), "default" (the stated policy),
     "fuse" or "split" (all yellow edges one way)."""
 
-    def __init__(self, target=None, yellow: str = "measure", plan: Optional[FusionPlan] = None, schedule_pass=None):
+    def __init__(self, target=None, yellow: str = "measure", plan: Optional[FusionPlan] = None, schedule_pass=None,
+                 attention: bool = True):
         if yellow not in YELLOW_MODES:
             raise ValueError(f"yellow must be one of {YELLOW_MODES}")
         self.target, self.yellow, self.schedule_pass = target, yellow, schedule_pass
+        self.attention = attention
         self.plan = plan if plan is not None else FusionPlan()
 
     def __call__(self, mod: tvm.IRModule) -> tvm.IRModule:
@@ -116,7 +119,9 @@ class LPFuse:
     def _decide_yellow(self, graph):
         from .yellow_edges import measure_fusion
 
-        def decide(grouping, a, b, edge):
+        def decide(grouping, a, b, edge, split_roots=None):
+            """``split_roots``: the groups the split side is, when a merge joins more than two
+            (an attention chain: the roots of a, then b); a is then their union but b's."""
             pa, pb = grouping.kind(a), grouping.kind(b)
             mode = self.yellow
             if mode == "measure" and not _runs_here(self.target):
@@ -128,10 +133,12 @@ class LPFuse:
                 return False
             if mode == "default":
                 return _default_yellow(pa, pb)
-            group_a = sorted(_bits(grouping.members[a]))
-            group_b = sorted(_bits(grouping.members[b]))
+            roots = split_roots or [a, b]
+            parts = [sorted(_bits(grouping.members[r])) for r in roots]
+            group_a, group_b = sorted(n for part in parts[:-1] for n in part), parts[-1]
             try:
-                edge.measured = measure_fusion(graph, group_a, group_b, self.target, self.schedule_pass)
+                edge.measured = measure_fusion(graph, group_a, group_b, self.target, self.schedule_pass,
+                                               split_parts=parts if len(parts) > 2 else None)
             except Exception as exc:  # noqa: BLE001 - a candidate that fails to build is not chosen
                 edge.reason += f" (fused candidate failed to build: {str(exc).splitlines()[0][:120]})"
                 return False
@@ -146,7 +153,10 @@ class LPFuse:
             self.plan.unfused = [{"members": [], "reason": graph.skipped or "no kernels to plan",
                                   "fallback": "stock FuseOps + FuseTIR"}]
             return tvm.transform.Sequential([relax.transform.FuseOps(), relax.transform.FuseTIR()])(mod)
-        grouping, decisions = plan_groups(graph, self._decide_yellow(graph))
+        decide = self._decide_yellow(graph)
+        grouping, decisions = plan_groups(graph, decide)
+        if self.attention:
+            merge_attention(grouping, decisions, decide)
         groups = grouping.groups()
         unfused: List[dict] = []
         # independent check of the plan (the planner keeps groups convex on the quotient graph,

@@ -91,7 +91,7 @@ def _timer(vm, args):
     return run
 
 
-def cache_key(sub: tvm.IRModule, n_first: int, target, schedule_pass) -> Optional[str]:
+def cache_key(sub: tvm.IRModule, n_first, target, schedule_pass) -> Optional[str]:
     """Everything that changes the code measured: the submodule, the split point, the target, the
     schedules it was measured with (``codegen.pipeline.pass_identity``: stage sources, options,
     the tuning database's content), TVM's and CANAO's versions and the measurement method.
@@ -115,10 +115,11 @@ def _describe(graph: KernelGraph, group_a: List[int], group_b: List[int]) -> str
 
 
 def measure_fusion(graph: KernelGraph, group_a: List[int], group_b: List[int], target, schedule_pass=None,
-                   rounds: int = 5) -> dict:
+                   rounds: int = 5, split_parts: Optional[List[List[int]]] = None) -> dict:
     """{"fused_ms", "split_ms"} (best of ``rounds`` interleaved rounds, through the measurement
     core), their medians and ratios to the reference, and the noise record, for the two groups
-    built fused vs as two kernels (cached, see :func:`cache_key`).
+    built fused vs as two kernels (cached, see :func:`cache_key`). ``split_parts``: the kernels the
+    split side really is when that is more than two (an attention chain planned as three groups).
 
     A candidate that fails to build or run is recorded (``canao.measure.report``: a
     CanaoWarning and the build report) and the error re-raised for the planner to decide without
@@ -136,12 +137,15 @@ def measure_fusion(graph: KernelGraph, group_a: List[int], group_b: List[int], t
         local = {n: k for k, n in enumerate(nodes)}
         a_local = sorted(local[n] for n in group_a)
         b_local = sorted(local[n] for n in group_b)
-        key = cache_key(sub, len(a_local), target, schedule_pass)
+        parts = [sorted(local[n] for n in part) for part in (split_parts or [group_a, group_b])]
+        assert sorted(n for part in parts for n in part) == sorted(a_local + b_local), "split parts must cover the groups"
+        key = cache_key(sub, len(a_local) if split_parts is None else tuple(len(p) for p in parts), target,
+                        schedule_pass)
         cache = _load_cache()
         if key is not None and key in cache:
             return dict(cache[key], cached=True)
         fused = outline_groups(sub, sub_graph, [sorted(a_local + b_local)], ["fused_candidate"])
-        split = outline_groups(sub, sub_graph, [a_local, b_local], ["split_a", "split_b"])
+        split = outline_groups(sub, sub_graph, parts, [f"split_{i}" for i in range(len(parts))])
     except AssertionError as exc:
         record(PLANNER_ASSERTION, edge, exc)
         raise

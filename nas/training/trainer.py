@@ -2,7 +2,9 @@
 
 Loss = CE on labels, plus -- when teacher logits are given -- ``kd_weight`` x KL to the teacher's
 softened logits (temperature T, scaled by T^2 as Hinton et al.). AdamW with linear warmup and decay.
-The epoch with the best dev accuracy wins. A checkpoint after each epoch (atomic) makes the run
+The epoch with the best dev accuracy wins; with ``patience`` the run stops early once that many epochs
+in a row did not beat it (the learning-rate schedule still spans ``epochs``, so a stopped run is the
+prefix of the full one). A checkpoint after each epoch (atomic) makes the run
 resumable; the batch order depends only on (seed, epoch), and the model has no dropout, so a resumed
 run reproduces the uninterrupted one."""
 import hashlib
@@ -33,6 +35,7 @@ class TrainSettings:
     kd_weight: float = 0.0       # 0: plain CE
     temperature: float = 2.0
     freeze_word_embeddings: bool = True  # 11.7M of MiniLM's 22.7M weights; RT is small
+    patience: Optional[int] = None  # early stopping: stop after this many epochs without a better dev accuracy
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
@@ -71,6 +74,11 @@ def trainable(module, s: TrainSettings):
     return params
 
 
+def early_stopped(history: list, best: dict, s: TrainSettings) -> bool:
+    """True when the last ``s.patience`` epochs did not improve on the best dev accuracy."""
+    return bool(s.patience) and best["epoch"] is not None and len(history) - best["epoch"] >= s.patience
+
+
 def train_classifier(module, s: TrainSettings, work_dir, teacher_logits: Optional[np.ndarray] = None,
                      progress: bool = True, stop_after_epochs: Optional[int] = None, desc: str = "train") -> dict:
     """Train ``module`` in place; returns the history and the best epoch (whose weights ``module`` ends with).
@@ -102,6 +110,8 @@ def train_classifier(module, s: TrainSettings, work_dir, teacher_logits: Optiona
         history, best, best_weights = state["history"], state["best"], state["best_weights"]
     teacher = None if teacher_logits is None else torch.from_numpy(np.asarray(teacher_logits, dtype=np.float32))
     for epoch in range(len(history), s.epochs):
+        if early_stopped(history, best, s):
+            break
         if stop_after_epochs is not None and epoch >= stop_after_epochs:
             break
         module.train()
@@ -133,12 +143,12 @@ def train_classifier(module, s: TrainSettings, work_dir, teacher_logits: Optiona
         if progress:
             tqdm.write(f"{desc} epoch {epoch + 1}: loss {row['train_loss']:.4f}, dev accuracy {acc:.4f} "
                        f"({row['seconds']:.0f} s)")
-    finished = len(history) >= s.epochs
+    finished = len(history) >= s.epochs or early_stopped(history, best, s)
     if finished and best_weights is not None:
         module.load_state_dict(best_weights)
     module.eval()
     return {"history": history, "best_epoch": best["epoch"], "dev_accuracy": best["dev_accuracy"],
-            "finished": finished, "settings": asdict(s), "checkpoint": str(path)}
+            "finished": finished, "stopped_early": len(history) < s.epochs and finished, "settings": asdict(s), "checkpoint": str(path)}
 
 
 def train_and_score(module, s: TrainSettings, work_dir, test_limit: Optional[int] = None, progress: bool = True,

@@ -1,4 +1,5 @@
 """The default CPU schedule rules, most specific first (ApplyDefaultSchedule takes the first hit)."""
+from .attention import Attention
 from .fallback import ParallelFallback
 from .injective import Injective
 from .matmul import Matmul
@@ -6,7 +7,7 @@ from .reduction import RowReduction
 
 
 def default_rules():
-    return [Matmul(), RowReduction(), Injective(), ParallelFallback()]
+    return [Attention(), Matmul(), RowReduction(), Injective(), ParallelFallback()]
 
 
-__all__ = ["Matmul", "RowReduction", "Injective", "ParallelFallback", "default_rules"]
+__all__ = ["Attention", "Matmul", "RowReduction", "Injective", "ParallelFallback", "default_rules"]
