@@ -10,7 +10,7 @@ import math
 import os
 import pickle
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -48,34 +48,49 @@ def kernel_features(k: dict) -> List[float]:
                math.log1p(float(np.prod([max(1, d) for d in (k["shapes"][-1] if k["shapes"] else [1])])))])
 
 
+def training_kernels(rows: List[dict]) -> Tuple[Dict[str, float], Dict[str, dict]]:
+    """signature -> median of the rows' ``ms_per_call``, and signature -> one kernel row (its features).
+    What the fusion-aware predictor looks up; shared with the per-kind analysis, which refits the
+    XGBoost half on part of these signatures to score it on kernels it has not seen."""
+    samples: Dict[str, list] = {}
+    feats: Dict[str, dict] = {}
+    for r in rows:
+        for k in r["kernels"]:
+            if k.get("ms_per_call"):
+                samples.setdefault(k["signature"], []).append(k["ms_per_call"])
+                feats[k["signature"]] = k
+    return {s: float(np.median(v)) for s, v in samples.items()}, feats
+
+
+def fit_kernel_model(known: Dict[str, float], feats: Dict[str, dict]):
+    """XGBoost on log ms per call from :func:`kernel_features`: the guess for a kernel never measured."""
+    import xgboost as xgb
+
+    X = np.array([kernel_features(feats[s]) for s in known])
+    y = np.log(np.array([known[s] for s in known]) + 1e-6)
+    return xgb.train({"max_depth": 4, "eta": 0.1, "seed": 0, "nthread": 1, "objective": "reg:squarederror"},
+                     xgb.DMatrix(X, label=y), num_boost_round=200)
+
+
 class FusionPredictor:
     name = "fusion-aware (kernel sum + XGBoost + calibration)"
 
     def fit(self, rows: List[dict]) -> "FusionPredictor":
-        import xgboost as xgb
-
-        samples: Dict[str, list] = {}
-        feats: Dict[str, dict] = {}
-        for r in rows:
-            for k in r["kernels"]:
-                if k.get("ms_per_call"):
-                    samples.setdefault(k["signature"], []).append(k["ms_per_call"])
-                    feats[k["signature"]] = k
-        if not samples:
+        self.known, feats = training_kernels(rows)
+        if not self.known:
             raise CanaoError("the fusion-aware predictor needs per-kernel times, and no row of this dataset has "
                              "any (rows measured over RPC carry none)",
                              "train --kind mlp on a device dataset, or measure a --target x86 dataset here")
-        self.known = {s: float(np.median(v)) for s, v in samples.items()}
-        X = np.array([kernel_features(feats[s]) for s in self.known])
-        y = np.log(np.array([self.known[s] for s in self.known]) + 1e-6)
-        self.model = xgb.train({"max_depth": 4, "eta": 0.1, "seed": 0, "nthread": 1, "objective": "reg:squarederror"},
-                               xgb.DMatrix(X, label=y), num_boost_round=200)
+        self.model = fit_kernel_model(self.known, feats)
         sums = np.array([self.plan_sum(r["kernels"]) for r in rows])
         lat = np.array([r["latency"]["mean_ms"] for r in rows])
         self.a, self.b = (np.polyfit(sums, lat, 1) if len(rows) >= 2 and np.ptp(sums) > 0 else (1.0, 0.0))
         return self
 
-    def plan_sum(self, kernels: List[dict]) -> float:
+    def kernel_times(self, kernels: List[dict]) -> List[Tuple[float, str]]:
+        """(ms per call, source) for each kernel of a plan; source "lookup" (signature measured in the
+        training rows) or "xgboost". Separate from :meth:`plan_sum` so the per-kind error analysis
+        (``nas.predictor_kinds``) can tell which half of the predictor each kernel's error comes from."""
         unknown = [k for k in kernels if k["signature"] not in self.known]
         guessed = {}
         if unknown:
@@ -83,7 +98,11 @@ class FusionPredictor:
 
             pred = np.exp(self.model.predict(xgb.DMatrix(np.array([kernel_features(k) for k in unknown]))))
             guessed = {k["name"]: float(p) for k, p in zip(unknown, pred)}
-        return float(sum(k["calls"] * self.known.get(k["signature"], guessed.get(k["name"], 0.0)) for k in kernels))
+        return [(self.known[k["signature"]], "lookup") if k["signature"] in self.known
+                else (guessed.get(k["name"], 0.0), "xgboost") for k in kernels]
+
+    def plan_sum(self, kernels: List[dict]) -> float:
+        return float(sum(k["calls"] * t for k, (t, _) in zip(kernels, self.kernel_times(kernels))))
 
     def predict_kernels(self, kernels: List[dict]) -> float:
         return float(self.a * self.plan_sum(kernels) + self.b)

@@ -43,6 +43,12 @@ def register(subparsers) -> None:
                          "in the same rounds, in ms at the training rows' median reference (removes what a shared "
                          "machine did between rows; docs/nas.md)")
     ev.add_argument("--out", help="write the report JSON here")
+    ev.add_argument("--per-kind", action="store_true",
+                    help="also break the fusion-aware predictor's held-out error down by kernel kind (kernels, "
+                         "share of the predicted sum, per-kernel MAPE against each held-out row's own kernel "
+                         "times from DATA.kernels.json, share of the whole-model error, the residual no kernel "
+                         "explains, XGBoost on unseen kernels): printed as a table after the JSON and stored in "
+                         "it as fusion.per_kind (nas/predictor_kinds.py)")
     ev.set_defaults(func=_predictor_eval)
     register_search(subparsers)
 
@@ -114,14 +120,35 @@ def _predictor_train(args) -> int:
 def _predictor_eval(args) -> int:
     from canao.nas.predictor import evaluate
 
-    report = evaluate(_rows(args.data), args.heldout, args.seed, args.label)
+    rows = _rows(args.data)
+    report = evaluate(rows, args.heldout, args.seed, args.label)
+    if args.per_kind:
+        report["fusion"]["per_kind"] = _per_kind(rows, args)
     text = json.dumps(report, indent=2, sort_keys=True)
     if args.out:
         from canao.atomic import write_text
 
         write_text(args.out, text + "\n")
     print(text)
+    if args.per_kind:
+        from canao.nas.predictor_kinds import format_table
+
+        print()
+        print(format_table(report["fusion"]["per_kind"]))
     return 0
+
+
+def _per_kind(rows, args) -> dict:
+    """The per-kind breakdown of ``eval --per-kind``; it needs the dataset's kernel cache (the held-out
+    rows' own kernel times are only there)."""
+    from canao.nas.latency_dataset import kernel_cache_path, load_kernel_cache
+    from canao.nas.predictor_kinds import per_kind
+
+    cache = load_kernel_cache(args.data)
+    if not cache:
+        raise CanaoError(f"--per-kind needs the kernel cache {kernel_cache_path(args.data)}, which is missing or "
+                         "empty", "keep the .kernels.json written beside the dataset, or drop --per-kind")
+    return per_kind(rows, cache, args.heldout, args.seed, args.label)
 
 
 def register_search(subparsers) -> None:
