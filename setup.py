@@ -52,6 +52,8 @@ setup(
         "transformers>=4.45",
         "numpy>=1.26",
         "xgboost>=2.0",
+        # the teacher's reference baselines (TF-IDF / frozen-embedding logistic regression)
+        "scikit-learn>=1.3",
         "psutil",
         "cloudpickle",
         "tornado",

@@ -5,11 +5,13 @@
         --finetune-limit 256 --timing-runs 10 --work /tmp/nas-short   # a short smoke run
 
 Stages (each one's output on disk is its checkpoint; a rerun skips finished stages and resumes the
-interrupted one): teacher (MiniLM fine-tuned on RT) -> latency dataset (compiled SubTransformers timed
-on this CPU) -> predictors (held-out report; the search uses the one --search-predictor names) ->
-supernet KD from the teacher -> evolutionary search under teacher latency / --speedup -> fine-tune the
-winner with KD -> compile teacher and student with this toolkit, check them against PyTorch, time them
-side by side in interleaved rounds, and score both compiled models on the RT test split.
+interrupted one): teacher (MiniLM fine-tuned on RT) -> baselines (TF-IDF + LR and frozen MiniLM
+embeddings + LR on the same split, to put the teacher's accuracy in context) -> latency dataset
+(compiled SubTransformers timed on this CPU) -> predictors (held-out report; the search uses the one
+--search-predictor names) -> supernet KD from the teacher -> evolutionary search under teacher
+latency / --speedup -> fine-tune the winner with KD -> compile teacher and student with this
+toolkit, check them against PyTorch, time them side by side in interleaved rounds, and score both
+compiled models on the RT test split.
 Writes benchmarks/results/nas_pipeline.json and nas_pipeline.md."""
 import argparse
 import json
@@ -49,6 +51,23 @@ def stage_teacher():
     folder = ensure_teacher()
     meta = read_meta(folder)
     return {"folder": str(folder), "metrics": meta["metrics"], "settings": meta["training"]["settings"]}
+
+
+def stage_baselines():
+    """Two cheap reference points for the teacher's accuracy (nas/training/baselines.py)."""
+    from canao.nas.training.baselines import run_all
+
+    return run_all()
+
+
+def baselines_line(result) -> str:
+    """'teacher X% test; TF-IDF+LR Y%; frozen MiniLM embeddings+LR Z%' (empty without a baselines stage)."""
+    b = result.get("baselines")
+    if not b:
+        return ""
+    return (f"Reference points (test accuracy): teacher {result['teacher_metrics']['test_accuracy']:.2%} test; "
+            f"TF-IDF+LR {b['tfidf_logreg']['test_accuracy']:.2%}; "
+            f"frozen MiniLM embeddings+LR {b['frozen_embedding_logreg']['test_accuracy']:.2%}.")
 
 
 def stage_dataset(args, space, target, work):
@@ -161,6 +180,8 @@ def summary(result) -> str:
              "| stage | wall time (s) |", "|---|---|"]
     lines += [f"| {name} | {st[name]['seconds']:.0f} |" for name in st]
     lines += [f"| **total (this machine, stages summed)** | **{result['total_seconds']:.0f}** |", ""]
+    if baselines_line(result):
+        lines += [baselines_line(result), ""]
     if c:
         t, s = c["teacher"], c["student"]
         lines += ["| model | genes | test acc (PyTorch) | test acc (compiled) | median ms | min ms | kernels |",
@@ -225,6 +246,7 @@ def main(argv=None) -> int:
     space, target = load_space(args.space), resolve_target("x86")
     stages = Stages(work)
     teacher = stages.run("teacher", stage_teacher)
+    baselines = stages.run("baselines", stage_baselines)
     dataset = stages.run("latency_dataset", lambda: stage_dataset(args, space, target, work))
     predictor = stages.run("predictor", lambda: stage_predictor(args, work))
     supernet = stages.run("supernet_kd", lambda: stage_supernet(args, space, work))
@@ -242,7 +264,7 @@ def main(argv=None) -> int:
         "machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores (shared)",
         "budgets": {k: v for k, v in vars(args).items() if k not in ("results", "work")},
         "work": str(work), "stages": stages.done, "total_seconds": total,
-        "teacher_metrics": teacher["metrics"], "student_metrics": student["metrics"],
+        "teacher_metrics": teacher["metrics"], "student_metrics": student["metrics"], "baselines": baselines,
         "describe": {"teacher": space.describe(space.largest()), "student": space.describe(student["genes"])},
         "latency_limit_ms": limit,
         "search": {"predictor": args.search_predictor, "predicted_ms": search["predicted_ms"],
