@@ -46,7 +46,7 @@ def test_every_option_is_in_the_default_stage_identity():
     """A stage without a fingerprint of its own is keyed on every option (never a wrong cache hit)."""
     stage = lambda t, o: None  # noqa: E731
     base = pipeline.factory_fingerprint(stage, TARGET, BuildOptions())
-    changed = {"fusion": False, "yellow": "fuse", "merge_parallel_matmul": True, "finite_weights": False,
+    changed = {"fusion": False, "yellow": "fuse", "merge_parallel_matmul": True, "fuse_attention": False, "finite_weights": False,
                "quantize": "int8", "int8_schedules": False, "fast_math": False, "default_schedules": False,
                "tuning_db": "/tmp/db"}
     assert set(changed) == set(BuildOptions.names())
