@@ -13,8 +13,8 @@ rows. Schedule:
 so a row block's scores and probabilities live in a few KB of L1 and never go to memory.
 
 Preconditions: exactly two blocks ``match_matmul`` accepts, the second's broadcast operand derived
-from the first through spatial steps and at least one row reduction; both GEMMs' row spaces equal;
-static shapes. Anything else: not this rule (returns None, the Matmul rule takes the kernel). Each
+from the first through spatial steps and at least one row reduction; the row block mr divides both
+GEMMs' rows; static shapes. Anything else: not this rule (returns None, the Matmul rule takes the kernel). Each
 row's whole score vector is computed (no online softmax), which is what short sequences want;
 the row block is sized so S fits in L1 (mr x n x 4 bytes <= 16 KB).
 """
@@ -80,7 +80,7 @@ class Attention(CPURule):
             return None
         mr = largest_divisor(extent(sch, sch.get_loops(sch.get_sblock(second))[shape2.m]) or 1,
                              max(1, min(mr_pref, L1_SCORE_BYTES // (4 * row_len))))
-        par, tile = _tile_gemm(sch, second, shape2, mr, nr_pref, lanes, outer_parallel=True, traits=traits)
+        par = _tile_gemm(sch, second, shape2, mr, nr_pref, lanes, outer_parallel=True, traits=traits)
         if par is None:
             return None
         # The epilogue follows the tile where TVM can place it there; an index it cannot invert
@@ -99,7 +99,7 @@ class Attention(CPURule):
                 return None
         # (compute_at bound the first GEMM's rows to the row block: its loops keep the iter vars'
         # order under ``par``, so the shape matched before still says which loop is which)
-        if _tile_gemm(sch, first, shape1, mr, nr_pref, lanes, outer_parallel=False, traits=traits)[0] is None:
+        if _tile_gemm(sch, first, shape1, mr, nr_pref, lanes, outer_parallel=False, traits=traits) is None:
             return None
         for name in partials:
             _lanes_innermost(sch, sch.get_sblock(name), traits)
@@ -128,15 +128,16 @@ def _is_normalisation(sch, blk, between) -> bool:
 
 
 def _tile_gemm(sch, name, shape, mr, nr_pref, lanes, outer_parallel, traits):
-    """Register-tile one GEMM block: (.. m_outer | n_outer, k, m_inner, n_vec, lane). Returns
-    (the loop the rest of the kernel attaches to, the tile's n_outer), or (None, None)."""
+    """Register-tile one GEMM block: (.. m_outer | n_outer, k, m_inner, n_vec, lane). Returns the loop
+    the rest of the kernel attaches to (the fused parallel row-block loop with ``outer_parallel``, else
+    the tile's n_outer), or None when the rows do not split into ``mr``."""
     blk = sch.get_sblock(name)
     loops = sch.get_loops(blk)
     offset = len(loops) - len(sch.get(blk).iter_vars)  # loops of an enclosing compute_at
     n_ext = extent(sch, loops[offset + shape.n])
     m_ext = extent(sch, loops[offset + shape.m])
     if n_ext is None or m_ext is None or m_ext % mr:
-        return None, None
+        return None
     nr = _column_tile(n_ext, nr_pref, lanes)
     n_outer, n_inner = sch.split(loops[offset + shape.n], factors=[None, nr])
     m_outer, m_inner = sch.split(loops[offset + shape.m], factors=[None, mr])
@@ -157,4 +158,4 @@ def _tile_gemm(sch, name, shape, mr, nr_pref, lanes, outer_parallel, traits):
     sch.vectorize(n_lane)
     init = sch.decompose_reduction(sch.get_sblock(name), loops[offset + shape.k])
     sch.vectorize(sch.get_loops(init)[-1])
-    return (par if outer_parallel else n_outer), n_outer
+    return par if outer_parallel else n_outer
