@@ -15,6 +15,7 @@ compiled models on the RT test split.
 Writes benchmarks/results/nas_pipeline.json and nas_pipeline.md."""
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -137,39 +138,14 @@ def stage_finetune(args, space, work, genes, supernet):
 
 
 def stage_compare(args, teacher_folder, student_folder):
-    """Compile both with this toolkit, check against PyTorch, time interleaved, score on the test split."""
-    import numpy as np
+    """Compile both with this toolkit, check against PyTorch, time interleaved, score on the test split
+    (``canao.nas.compare``, its canao fp32 rows)."""
+    from canao.nas.compare import compare
 
-    from canao.bench.timing import interleaved
-    from canao.codegen import resolve_target
-    from canao.codegen.build import build
-    from canao.frontends import load_model
-    from canao.nas.training.data import encoded_split
-    from canao.nas.training.evaluate import accuracy
-    from canao.runtime import LocalModel
-
-    target = resolve_target("x86")
-    data = encoded_split("test", args.seq_len, 8)
-    inputs = {"input_ids": data.input_ids[:1], "attention_mask": data.attention_mask[:1]}
-    out = {}
-    models = {}
-    for name, folder in (("teacher", teacher_folder), ("student", student_folder)):
-        start = time.perf_counter()
-        imported = load_model(folder, seq_len=args.seq_len, batch=1)
-        compiled = build(imported, target, "canao")
-        model = LocalModel.from_compiled(compiled, imported.inputs)
-        ref = imported.reference(inputs)
-        models[name] = model
-        out[name] = {"folder": folder, "kernels": compiled.kernels, "build_seconds": round(time.perf_counter() - start, 1),
-                     "max_abs_err_vs_pytorch": float(np.abs(model.run(inputs) - ref).max())}
-    timings = interleaved({n: m.runner(inputs) for n, m in models.items()}, runs=args.timing_runs, warmup=5,
-                          max_seconds=120)
-    for name, t in timings.items():
-        out[name]["latency"] = t.stats()
-    for name, model in models.items():
-        out[name]["test_accuracy_compiled"] = accuracy(model.run, "test", args.seq_len, batch=1)
-    out["speedup_median"] = out["teacher"]["latency"]["p50_ms"] / out["student"]["latency"]["p50_ms"]
-    out["speedup_min"] = out["teacher"]["latency"]["min_ms"] / out["student"]["latency"]["min_ms"]
+    out = compare(teacher_folder, student_folder, seq_len=args.seq_len, runs=args.timing_runs,
+                  threads=os.cpu_count() or 1, rows=["teacher", "student"])
+    out["speedup_median"] = out["speedups"]["student_vs_teacher_p50"]
+    out["speedup_min"] = out["speedups"]["student_vs_teacher_min"]
     return out
 
 
