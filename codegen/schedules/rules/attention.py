@@ -18,6 +18,8 @@ GEMMs' rows; static shapes. Anything else: not this rule (returns None, the Matm
 row's whole score vector is computed (no online softmax), which is what short sequences want;
 the row block is sized so S fits in L1 (mr x n x 4 bytes <= 16 KB).
 """
+from typing import Optional
+
 from tvm import s_tir
 
 from .base import CPURule
@@ -58,9 +60,8 @@ class Attention(CPURule):
                     if sch.get(p).name_hint not in between]
         inline_spatial_blocks(sch, func, keep=[sch.get_sblock(n) for n in tail + operands])
         for name in tail[1:]:
-            blk = sch.get_sblock(name)
-            if not attempt(sch.reverse_compute_inline, blk) and not (_is_copy(sch, blk) and
-                                                                     attempt(sch.compute_inline, blk)):
+            norm = _fold_into_normalisation(sch, norm, name, second)
+            if norm is None:
                 return None
         order = [sch.get(b).name_hint for b in root_blocks(sch)]
         if first not in order or second not in order:
@@ -110,6 +111,37 @@ class Attention(CPURule):
             if name not in partials and is_spatial(sch, blk):
                 vectorize_innermost(sch, blk, lanes, unroll_outer=0)
         return sch
+
+
+def _fold_into_normalisation(sch, norm: str, name: str, gemm: str) -> Optional[str]:
+    """Fold block ``name`` (between the normalisation and the P·V GEMM) away; returns the block that
+    is the normalisation afterwards, or None when neither way works.
+
+    Into the normalisation when that is its sole reader and TVM substitutes every load of it;
+    else into its own consumers (into the GEMM only if ``name`` is a plain copy, so the GEMM still
+    reads loads); else the normalisation is inlined into ``name``, which takes its place. Why the
+    checks: ONNX's ``where(isnan(p), 0, p)`` reads the probabilities twice, and reverse-inlining it
+    replaced one load only, leaving a read of a buffer nothing wrote (the build failed)."""
+    blk = sch.get_sblock(name)
+    if len(sch.get_consumers(sch.get_sblock(norm))) == 1 and _reverse_inline_whole(sch, norm, name):
+        return norm
+    feeds_gemm = any(sch.get(c).name_hint == gemm for c in sch.get_consumers(blk))
+    if (not feeds_gemm or _is_copy(sch, blk)) and attempt(sch.compute_inline, blk):
+        return norm
+    return name if attempt(sch.compute_inline, sch.get_sblock(norm)) else None
+
+
+def _reverse_inline_whole(sch, producer: str, consumer: str) -> bool:
+    """``reverse_compute_inline`` of ``consumer`` into ``producer``, only if afterwards the merged
+    block no longer reads the producer's own buffer (tried on a copy of the schedule first)."""
+    trial = sch.copy()
+    written = trial.get(trial.get_sblock(producer)).writes[0].source
+    if not attempt(trial.reverse_compute_inline, trial.get_sblock(consumer)):
+        return False
+    if any(r.source.same_as(written) for r in trial.get(trial.get_sblock(producer)).reads):
+        return False
+    sch.reverse_compute_inline(sch.get_sblock(consumer))
+    return True
 
 
 def _is_copy(sch, blk) -> bool:
