@@ -31,10 +31,7 @@ class RemoteModel:
         from tvm import relax
 
         self.session = session
-        lib_path = Path(lib_path)
-        arch = device_arch or normalize_arch(session.system_triple()) or DEFAULT_DEVICE_ARCH
-        check_library_arch(lib_path, arch)  # before any upload
-        lib = _load_once(session, lib_path)
+        lib = load_library(session, lib_path, device_arch)
         remote = session.remote
         self.dev = remote.cpu()
         self.vm = session.call("create the VM", lambda: relax.VirtualMachine(lib, self.dev))
@@ -73,6 +70,16 @@ class RemoteModel:
         result = self.session.call("time main", lambda: evaluator(*args, *self.params),
                                    timeout=self.session.call_timeout * max(1, repeat * number // 5 + 1))
         return [float(seconds) * 1e3 for seconds in result.results]
+
+
+def load_library(session: DeviceSession, lib_path, device_arch: Optional[str] = None):
+    """The library loaded on the device (a remote module): its ELF machine checked against the device
+    before any upload, then uploaded and loaded once per session (``RemoteModel`` and ``canao profile
+    --rpc``'s kernel library go through here)."""
+    lib_path = Path(lib_path)
+    arch = device_arch or normalize_arch(session.system_triple()) or DEFAULT_DEVICE_ARCH
+    check_library_arch(lib_path, arch)  # before any upload
+    return _load_once(session, lib_path)
 
 
 def _load_once(session: DeviceSession, lib_path: Path):

@@ -19,7 +19,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # rebooted before every tracker test). Modules that start emulated aarch64 devices (qemu-user RPC
 # servers, a tracker, the detached-device registry) share one group.
 EMULATED_DEVICE_MODULES = {"test_android_device.py", "test_android_tracker.py", "test_android_units.py",
-                           "test_bench_device.py", "test_errors_oneline.py", "test_nas_rpc.py"}
+                           "test_bench_device.py", "test_errors_oneline.py", "test_nas_rpc.py",
+                           "test_profile_rpc.py"}
 
 
 def pytest_collection_modifyitems(config, items):
