@@ -1,5 +1,6 @@
 """The ``canao`` command line. Each subcommand lives in its own module with ``register(subparsers)``."""
 import argparse
+import textwrap
 import importlib
 import os
 import sys
@@ -25,9 +26,21 @@ VERBOSE_HELP = ("show other libraries' warnings and native log lines on the term
                 "a log file: the command's output folder, or ~/.cache/canao/logs)")
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter without breaking lines at hyphens, so names such as
+    ``canao-stock-fusion`` or ``litert-xnnpack`` in --help stay whole (and copy-pasteable)."""
+
+    def _split_lines(self, text, width):
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+    def _fill_text(self, text, width, indent):
+        return textwrap.fill(" ".join(text.split()), width, initial_indent=indent, subsequent_indent=indent,
+                             break_on_hyphens=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="canao",
+        prog="canao", formatter_class=HelpFormatter,
         description="Compiler-aware optimization of Transformer models on Apache TVM (Relax): "
         "import -> LP-Fusion -> tune/build -> measure -> search. Other libraries' warnings and log lines "
         "go to a log file (the command's output folder, or ~/.cache/canao/logs); -v shows them.",
@@ -38,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    for p in sub.choices.values():
+        p.formatter_class = HelpFormatter
     _add_verbose(sub)
     return parser
 

@@ -89,15 +89,53 @@ def _run_transform(transform_mod, params: List[np.ndarray]) -> List[np.ndarray]:
     return [t.numpy() for t in out]
 
 
+class WeightPacking:
+    """build()'s half of weight prepacking (codegen/schedules/prepack.py): the schedule slot's
+    "mark-weights" stage let the Matmul rule read weights through packing blocks; before the VM
+    lowering these are split out of the kernels, lifted into the weight transform and run once
+    here, so ``params`` are the packed weights the module now takes."""
+
+    def __init__(self, params: List[np.ndarray]):
+        self.params = params
+
+    def hooks(self) -> dict:
+        return {"lower": self.lift}
+
+    def lift(self, mod):
+        from tvm import relax
+
+        from .schedules.prepack import has_packing, split_packing
+
+        if not has_packing(mod):
+            return mod
+        try:
+            mod, transform = _split_transform(relax.transform.LiftTransformParams()(split_packing(mod)))
+            if transform is not None:
+                self.params = _run_transform(transform, self.params)
+        except Exception as exc:
+            raise PackingFailed(f"lifting the packed weights failed: {type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0][:200] if str(exc) else ''}") from exc
+        return mod
+
+
+class PackingFailed(Exception):
+    """WeightPacking could not lift the packing blocks (build() then rebuilds without packing)."""
+
+
 def lower(mod, target_spec: TargetSpec, pipeline: str = "canao", stop_after: Optional[str] = None,
-          on_stage=None, options=None):
+          on_stage=None, options=None, before: Optional[dict] = None):
     """Run the pipeline's stages on ``mod``; return (module, [StageStats]). Used by build and inspect.
-    ``options``: BuildOptions or a dict; stage reports go to pipeline.collecting_stage_reports()."""
+    ``options``: BuildOptions or a dict; stage reports go to pipeline.collecting_stage_reports().
+    ``before``: {stage name: function(module) -> module} run just before that stage (its time
+    counts in the stage's), e.g. build()'s weight prepacking around "schedule" and "lower"."""
     target = target_spec.tvm_target()
+    before = before or {}
     stats = [StageStats("import", analysis.op_counts(mod), analysis.kernel_count(mod), 0.0)]
     for name, stage in pipelines.stages(pipeline, target, options):
         start = time.perf_counter()
         with target:
+            if name in before:
+                mod = before[name](mod)
             mod = stage(mod)
         stats.append(StageStats(name, analysis.op_counts(mod), analysis.kernel_count(mod), time.perf_counter() - start))
         if on_stage:
@@ -153,7 +191,18 @@ def build(imported, target_spec: TargetSpec, pipeline: str = "canao", on_stage=N
         options = options.for_weights(imported.params)
     with collecting() as report, pipelines.collecting_stage_reports() as stage_reports:
         mod, params, stats = prepare(imported, target_spec, pipeline, options)
-        mod, lowered_stats = lower(mod, target_spec, pipeline, on_stage=on_stage, options=options)
+        packing = WeightPacking(params)  # a no-op unless the schedules packed a weight
+        try:
+            lowered, lowered_stats = lower(mod, target_spec, pipeline, on_stage=on_stage, options=options,
+                                           before=packing.hooks())
+        except PackingFailed as exc:  # never a failed build for an optimisation: redo it unpacked
+            from canao.measure.report import WEIGHT_PREPACK, record
+
+            record(WEIGHT_PREPACK, "build", f"{exc}; weights kept in their imported layout")
+            options = options.replace(prepack_weights=False)
+            packing = WeightPacking(params)
+            lowered, lowered_stats = lower(mod, target_spec, pipeline, on_stage=on_stage, options=options)
+        mod, params = lowered, packing.params
         stats += lowered_stats[1:]
         kernels = fused_kernel_count(stats)
         try:

@@ -39,6 +39,9 @@ class BuildOptions:
     fast_math: bool = True
     # codegen/schedules/apply.py: the default CPU schedules (schedule slot, order 90).
     default_schedules: bool = True
+    # codegen/schedules/prepack.py via codegen/build.py: GEMM weights packed at build time in the
+    # [N/nr, K, nr] panels the Matmul rule's tile streams (False: weights keep their layout).
+    prepack_weights: bool = True
     # codegen/tuning/apply.py: a tuning database folder applied first in the schedule slot
     # (order 10); codegen/gpu.py builds apply it before DLight.
     tuning_db: Optional[str] = None

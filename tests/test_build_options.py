@@ -48,7 +48,7 @@ def test_every_option_is_in_the_default_stage_identity():
     base = pipeline.factory_fingerprint(stage, TARGET, BuildOptions())
     changed = {"fusion": False, "yellow": "fuse", "merge_parallel_matmul": True, "fuse_attention": False, "finite_weights": False,
                "quantize": "int8", "int8_schedules": False, "fast_math": False, "default_schedules": False,
-               "tuning_db": "/tmp/db"}
+               "tuning_db": "/tmp/db", "prepack_weights": False}
     assert set(changed) == set(BuildOptions.names())
     for name, value in changed.items():
         assert pipeline.factory_fingerprint(stage, TARGET, {name: value}) != base, name

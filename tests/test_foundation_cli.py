@@ -184,3 +184,25 @@ def test_corrupt_config_json_is_one_line(tmp_path):
     bad.write_text('{"model_type": "gpt2", "n_layer": ')
     assert_one_line_error(run_cli("compile", bad, "-o", tmp_path / "x"), "bad.json", "not a transformers config")
     assert not (tmp_path / "x").exists()
+
+
+def _help_of(parser, argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(argv)
+    return exit_info.value.code, capsys.readouterr().out
+
+
+def test_every_help_page_renders_and_keeps_names_whole(capsys):
+    """`canao --help` and each `canao COMMAND --help` print (a '%' in a help string once broke the
+    top-level page), and hyphenated names are never split across lines."""
+    from canao.cli import build_parser
+
+    parser = build_parser()
+    code, text = _help_of(parser, ["--help"], capsys)
+    assert code == 0 and "COMMAND" in text
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    assert {"compile", "benchmark", "profile"} <= set(commands)
+    for name in commands:
+        code, text = _help_of(parser, [name, "--help"], capsys)
+        assert code == 0 and f"canao {name}" in text, name
+        assert not any(line.rstrip().endswith("-") and not line.rstrip().endswith(" -") for line in text.splitlines()), name

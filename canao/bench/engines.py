@@ -393,6 +393,9 @@ def engine_catalog(tuned_db: Optional[str] = None):
         "canao-stock-fusion": lambda: TVMEngine(
             "canao-stock-fusion", "this toolkit's default schedules on TVM's FuseOps+FuseTIR (no LP-Fusion)", "canao",
             options={"fusion": False}),
+        "canao-unpacked": lambda: TVMEngine(
+            "canao-unpacked", "this toolkit with GEMM weights in their imported layout (no prepacking)", "canao",
+            options={"prepack_weights": False}),
         "tvm-stock": lambda: TVMEngine("tvm-stock", "TVM Relax default pipeline, untuned", "stock"),
         "pytorch": lambda: TorchEngine("pytorch", "PyTorch eager (inference_mode)"),
         "onnxruntime": lambda: OrtEngine("onnxruntime", "ONNX Runtime CPU, default graph optimizations"),
@@ -408,7 +411,8 @@ def engine_catalog(tuned_db: Optional[str] = None):
     return catalog
 
 
-# The default line-up: every engine but canao-stock-fusion (ask for it to see what LP-Fusion gains).
+# The default line-up: every engine but canao-stock-fusion and canao-unpacked (ask for them to see what
+# LP-Fusion and weight prepacking gain).
 DEFAULT_ENGINES = ("canao", "canao-tuned", "tvm-stock", "pytorch", "onnxruntime", "onnxruntime-bert", "litert-xnnpack")
 QUANTIZED_ENGINES = ("canao-{mode}", "litert-int8", "onnxruntime-int8")
 

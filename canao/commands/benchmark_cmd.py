@@ -20,9 +20,10 @@ def register(sub) -> None:
     p.add_argument("--max-seconds", type=float, default=30.0,
                    help="an engine leaves the rounds after this much timed work (>= 3 runs kept; default 30)")
     p.add_argument("--engines", metavar="LIST",
-                   help="comma-separated engines to run, in table order (default: all but canao-stock-fusion). "
-                   f"Names: {engine_names_help()}. canao-stock-fusion = canao's default schedules on TVM's "
-                   "FuseOps+FuseTIR instead of LP-Fusion, e.g. --engines canao,canao-stock-fusion")
+                   help="comma-separated engines to run, in table order (default: all but canao-stock-fusion and "
+                   f"canao-unpacked). Names: {engine_names_help()}. canao-stock-fusion = canao's default schedules "
+                   "on TVM's FuseOps+FuseTIR instead of LP-Fusion; canao-unpacked = canao without weight "
+                   "prepacking, e.g. --engines canao,canao-stock-fusion,canao-unpacked")
     p.add_argument("--tuned", metavar="DB", help="add a 'canao-tuned' engine built with this tuning database")
     p.add_argument("--rpc", metavar="HOST:PORT", help="time on a device over TVM RPC (see `canao device`)")
     p.add_argument("--tracker", metavar="HOST:PORT", help="get a device from a TVM tracker (with --key)")

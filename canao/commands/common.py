@@ -22,6 +22,9 @@ def add_fusion_args(p) -> None:
     p.add_argument("--yellow", choices=("measure", "default", "fuse", "split"), default="measure",
                    help="how LP-Fusion settles legal-but-uncertain fusions: measure both versions on the target "
                    "(cached; falls back to 'default' for targets that do not run here), the default policy, or all one way")
+    p.add_argument("--no-prepack", action="store_true",
+                   help="keep GEMM weights in their imported layout (default: packed at build time into the "
+                   "panels the GEMM tile streams; see docs/schedules.md)")
 
 
 def add_quantize_arg(p) -> None:
@@ -43,11 +46,12 @@ def cosine(a, b) -> float:
 
 
 def build_options(args):
-    """The BuildOptions a subcommand's flags ask for (--yellow, --quantize, --tuning-db)."""
+    """The BuildOptions a subcommand's flags ask for (--yellow, --no-prepack, --quantize, --tuning-db)."""
     from ..codegen.options import BuildOptions
 
     return BuildOptions(yellow=getattr(args, "yellow", "measure"), quantize=getattr(args, "quantize", None) or None,
-                        tuning_db=getattr(args, "tuning_db", None) or None)
+                        tuning_db=getattr(args, "tuning_db", None) or None,
+                        prepack_weights=not getattr(args, "no_prepack", False))
 
 
 def set_threads(threads: int) -> None:

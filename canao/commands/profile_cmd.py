@@ -5,7 +5,7 @@ HOST_TARGETS = ("x86", "llvm", "cpu", "local", "host")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("profile", help="per-kernel table: calls, ms, share, GFLOP/s, % of roofline, fused ops",
+    p = sub.add_parser("profile", help="per-kernel table: calls, ms, share, GFLOP/s, %% of roofline, fused ops",
                        description="Compile MODEL with the CANAO pipeline for this CPU and time every kernel "
                        "(VM instrument hook, median of runs) beside the whole model (un-instrumented). Prints a "
                        "table, longest kernel first, and writes profile.json, profile.md and profile.png to --out. "

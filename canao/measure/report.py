@@ -29,6 +29,7 @@ PLANNER_ASSERTION = "planner-assertion"  # the planner's own consistency check f
 TUNING_BASELINE = "tuning-baseline"  # a kernel's default schedule failed while tuning: plain kernel timed
 VARIANT_CHECK = "variant-check"  # a tile variant / tuned candidate failed to build or run in the check
 TUNING_MEASUREMENT = "tuning-measurement"  # a candidate failed to build or time in the tuning runner
+WEIGHT_PREPACK = "weight-prepack"  # lifting the packed weights failed: the build was redone unpacked
 LEFT_FP32 = "left-fp32"  # --quantize: a matmul the integer path cannot take stayed fp32
 
 GROUPS = {"unscheduled": (UNSCHEDULED,), "schedule_rule_errors": (SCHEDULE_RULE,),

@@ -111,6 +111,8 @@ def compile_fused(fused_mod, target_spec, pipeline: str = "canao", options: Opti
 
     target = target_spec.tvm_target()
     mod = copy_module(fused_mod)
+    # no weight prepacking: its packing blocks are lifted by build() only, here they would run per call
+    options = BuildOptions.coerce(options).replace(prepack_weights=False)
     for name, stage in pipelines.stages(pipeline, target, options):
         if name in ("schedule", "lower"):
             with target:

@@ -20,6 +20,7 @@ from typing import List, Optional
 from tvm import s_tir, tirx
 from tvm.ir.expr import TensorLoad
 
+from ..prepack import is_preproc, pack_weight_panels
 from .base import CPURule
 from .common import (attempt, dtype_bits, extent, is_costly, largest_divisor, root_blocks, schedule_injective,
                      vectorize_innermost, is_spatial, is_reduction, writes_output, _realize)
@@ -213,6 +214,10 @@ class Matmul(CPURule):
             return None
         nr = _column_tile(n_ext, nr_pref, lanes)
         mr = largest_divisor(m_ext, mr_pref)
+        update = match_gemm_update(sch.get(main))
+        iv = [v.var for v in sch.get(main).iter_vars]
+        vector_load = update.b if shape.vector_operand == 1 else update.a
+        pack_weight_panels(sch, main, func, vector_load, iv[shape.k], iv[shape.n], nr)
         n_outer, n_inner = sch.split(loops[shape.n], factors=[None, nr])
         if shape.m is not None:
             m_outer, m_inner = sch.split(loops[shape.m], factors=[None, mr])
@@ -262,7 +267,7 @@ class Matmul(CPURule):
                     vectorize_innermost(sch, blk, lanes, unroll_outer=8)
         # Whatever is still at the root (operand producers, unattachable consumers).
         for blk in root_blocks(sch):
-            if sch.get(blk).name_hint not in placed and is_spatial(sch, blk):
+            if sch.get(blk).name_hint not in placed and is_spatial(sch, blk) and not is_preproc(sch, blk):
                 schedule_injective(sch, blk, traits)
         return sch
 
