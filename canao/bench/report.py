@@ -50,7 +50,9 @@ def fit_columns(result: dict, width: int):
 def peak_line(m: dict) -> str:
     fma = m.get("peak_gflops")
     gemm = m.get("gemm_gflops")
-    parts = [f"roofline (FMA peak, same run) {fma:.0f} GFLOP/s" if fma else
+    samples = [f"{x:.0f}" for x in m.get("peak_samples_gflops") or [] if x]
+    measured = f" (before / after the rounds: {' / '.join(samples)})" if len(samples) > 1 else ""
+    parts = [f"roofline (FMA peak, same run) {fma:.0f} GFLOP/s{measured}" if fma else
              f"FMA roofline not measured ({m.get('peak_method') or 'unavailable'}): no % peak"]
     if gemm:
         parts.append(f"1024^3 GEMM (torch.mm, for reference) {gemm:.0f} GFLOP/s")
