@@ -131,7 +131,7 @@ def stage_finetune(args, space, work, genes, supernet):
     from canao.nas.training.finetune import finetune_settings, finetune_subtransformer
 
     s = finetune_settings(epochs=args.finetune_epochs, lr=args.finetune_lr, seq_len=args.acc_seq_len,
-                          limit=args.finetune_limit,
+                          limit=args.finetune_limit, kd_weight=args.finetune_kd_weight,
                           seed=args.seed)
     metrics = finetune_subtransformer(space, genes, work / "student", supernet, s)
     return {"folder": str(work / "student"), "metrics": metrics, "genes": genes}
@@ -203,6 +203,9 @@ def main(argv=None) -> int:
     ap.add_argument("--dev-limit", type=int, default=400, help="dev sentences for the search's fitness")
     ap.add_argument("--finetune-epochs", type=int, default=1)
     ap.add_argument("--finetune-lr", type=float, default=8e-5)
+    ap.add_argument("--finetune-kd-weight", type=float, default=0.5,
+                    help="KD share of the fine-tune loss (0: labels only, 1: teacher logits only; default 0.5). "
+                    "1.0 won on dev for the 2026-12-03 student (docs/results.md)")
     ap.add_argument("--finetune-limit", type=int, default=None, help="train sentences for the fine-tune (default all)")
     ap.add_argument("--timing-runs", type=int, default=60)
     ap.add_argument("--seed", type=int, default=0)
