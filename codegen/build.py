@@ -127,7 +127,7 @@ def lower(mod, target_spec: TargetSpec, pipeline: str = "canao", stop_after: Opt
     """Run the pipeline's stages on ``mod``; return (module, [StageStats]). Used by build and inspect.
     ``options``: BuildOptions or a dict; stage reports go to pipeline.collecting_stage_reports().
     ``before``: {stage name: function(module) -> module} run just before that stage (its time
-    counts in the stage's), e.g. build()'s weight prepacking around "schedule" and "lower"."""
+    counts in the stage's), e.g. build()'s weight-packing lift before "lower"."""
     target = target_spec.tvm_target()
     before = before or {}
     stats = [StageStats("import", analysis.op_counts(mod), analysis.kernel_count(mod), 0.0)]
